@@ -1,0 +1,1 @@
+"""Git webhook ingress: verify a provider's delivery and turn it into a git.push.v1 event."""
