@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 STATE ?= .chamberlain
 PYTEST_ARGS ?=
 
-.PHONY: up test lint typecheck unit bench install clean
+.PHONY: up test lint typecheck unit bench install tools clean
 
 install: $(STAMP)
 
@@ -21,6 +21,13 @@ up: $(STAMP)
 	$(BIN)/python -m chamberlain.commands.seed_example --into $(STATE)/intent-repo
 	$(BIN)/chamberlain up --state-dir $(STATE) --repo $(STATE)/intent-repo
 
+# System tools the tests use as real peers: the age CLI (unseal shares must open with it).
+tools:
+	@command -v age >/dev/null 2>&1 || { \
+	  echo "installing the age CLI (Debian package age)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq age >/dev/null; }
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -28,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: tools lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
