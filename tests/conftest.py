@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.harness.openbao",
     "tests.harness.gitrepo",
     "tests.harness.kube",
+    "tests.harness.environments",
 ]

@@ -16,6 +16,14 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("chamberlain.commands.validate", "validate an intent repository"),
     "up": ("chamberlain.commands.up", "run every step locally with an embedded OpenBao"),
+    "plan": (
+        "chamberlain.commands.plan",
+        "show what issue-secrets would change in an environment (exit 2: changes pending)",
+    ),
+    "apply": (
+        "chamberlain.commands.apply",
+        "run issue-secrets for an environment from the command line (recovery)",
+    ),
 }
 
 

@@ -58,6 +58,19 @@ def register_secret(value: str) -> None:
     install_record_factory()
 
 
+# Keys that name an account rather than hold a secret. Their values are identifiers (the
+# example's PostgreSQL admin is "postgres") that legitimately appear in paths and replies, so
+# registering them would make every reply naming such a path look like a leak.
+IDENTIFIER_KEYS = frozenset({"username", "user", "user_name", "user-name", "login", "account"})
+
+
+def register_secret_data(data: Mapping[str, Any]) -> None:
+    """Register every string value of a secret's key/value data, except account identifiers."""
+    for key, value in data.items():
+        if isinstance(value, str) and str(key).lower() not in IDENTIFIER_KEYS:
+            register_secret(value)
+
+
 def registered_count() -> int:
     """How many values are registered (for diagnostics; never the values)."""
     with _lock:

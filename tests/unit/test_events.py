@@ -205,11 +205,13 @@ def test_errors_name_the_json_path_of_each_problem() -> None:
 
 def test_nested_paths_in_lists_are_reported() -> None:
     data = _example_data(T.SECRETS_ISSUED)
-    data["paths"]["created"] = ["platform-data/ok", "../../etc/passwd"]
-    data["unchanged"] = -1
+    data["environments"][0]["paths"]["created"] = ["platform-data/ok", "../../etc/passwd"]
+    data["environments"][0]["unchanged"] = -1
     error = _rejection(T.SECRETS_ISSUED, data)
-    assert error.problems[0].startswith("$.paths.created[1]: does not match pattern")
-    assert error.problems[1:] == ("$.unchanged: violates minimum 0",)
+    assert error.problems[0].startswith(
+        "$.environments[0].paths.created[1]: does not match pattern"
+    )
+    assert error.problems[1:] == ("$.environments[0].unchanged: violates minimum 0",)
 
 
 def test_nullable_fields_explain_the_allowed_types() -> None:
@@ -248,8 +250,16 @@ def test_a_value_field_is_rejected_in_every_chamberlain_type(type_: str, field: 
         (T.GIT_PUSH, lambda d: d["commits"][0].update(diff=LEAKY), "$.commits[0].diff"),
         (T.CLUSTER_CREATED, lambda d: d["kubernetes"].update(token=LEAKY), "$.kubernetes.token"),
         (T.INTENT_REJECTED, lambda d: d["errors"][0].update(value=LEAKY), "$.errors[0].value"),
-        (T.DRIFT_DETECTED, lambda d: d["drifted"][0].update(actual=LEAKY), "$.drifted[0].actual"),
-        (T.SECRETS_ISSUED, lambda d: d["paths"].update(values=[LEAKY]), "$.paths.values"),
+        (
+            T.DRIFT_DETECTED,
+            lambda d: d["environments"][0]["drifted"][0].update(actual=LEAKY),
+            "$.environments[0].drifted[0].actual",
+        ),
+        (
+            T.SECRETS_ISSUED,
+            lambda d: d["environments"][0]["paths"].update(values=[LEAKY]),
+            "$.environments[0].paths.values",
+        ),
     ],
 )
 def test_value_fields_are_rejected_in_nested_objects(type_: str, mutate: Any, path: str) -> None:

@@ -240,3 +240,12 @@ def test_handlers_that_run_before_ours_see_redacted_records(stream: io.StringIO)
     for text in seen:
         assert value not in text
     assert "pool said [REDACTED]" in seen[0]
+
+
+def test_secret_data_registration_skips_account_identifiers() -> None:
+    from chamberlain.logs import contains_secret, register_secret_data
+
+    register_secret_data({"username": "pg-admin-identifier", "password": "pw-canary-4f1e9a2c"})
+    assert contains_secret("password pw-canary-4f1e9a2c")
+    # an account name appears in paths and replies legitimately; it is not a secret value
+    assert not contains_secret("platform-data/pg-admin-identifier/x")

@@ -11,7 +11,7 @@ import hvac
 
 from chamberlain.adapters.authority_base import AuthorityBase, data_of
 from chamberlain.adapters.authority_types import DynamicSecret, LeaseInfo, parse_time, string_map
-from chamberlain.logs import register_secret
+from chamberlain.logs import register_secret, register_secret_data
 
 
 def _duration(value: str | int | None) -> str | None:
@@ -171,8 +171,7 @@ class EngineOperations(AuthorityBase):
         with self._op("generate_credentials", f"{mount}/creds/{role}"):
             response = self._client.secrets.database.generate_credentials(role, mount_point=mount)
             values = string_map(response["data"])
-            for value in values.values():
-                register_secret(value)
+            register_secret_data(values)
             return DynamicSecret(
                 lease_id=str(response["lease_id"]),
                 lease_duration=int(response["lease_duration"]),

@@ -16,7 +16,7 @@ from chamberlain.adapters.authority_types import (
     parse_time,
     string_map,
 )
-from chamberlain.logs import register_secret
+from chamberlain.logs import register_secret_data
 
 _MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 
@@ -59,8 +59,7 @@ class KvOperations(AuthorityBase):
             if body.get("data") is None:
                 return None
             values = string_map(body["data"])
-            for value in values.values():
-                register_secret(value)
+            register_secret_data(values)
             meta = body.get("metadata") or {}
             return SecretVersion(
                 data=values,
@@ -77,8 +76,7 @@ class KvOperations(AuthorityBase):
         A mismatch raises :class:`CasConflictError` (transient: re-read and retry).
         """
         mount, path, target = self._kv("write_secret", path, mount)
-        for value in data.values():
-            register_secret(value)
+        register_secret_data(data)
         with self._op("write_secret", target):
             response = self._client.secrets.kv.v2.create_or_update_secret(
                 path, secret=dict(data), cas=cas, mount_point=mount

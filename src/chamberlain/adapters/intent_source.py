@@ -23,9 +23,11 @@ import base64
 import hashlib
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
@@ -48,6 +50,7 @@ _NOT_FOUND_MARKERS = (
     "not a valid object",
 )
 _REGULAR_FILE_MODES = frozenset({"100644", "100755"})
+_INIT_LOCK = threading.Lock()
 # Inherited variables that would point git at another repository or inject configuration.
 _REPO_ENV = frozenset(
     {
@@ -113,6 +116,9 @@ class IntentSource:
             k: v for k, v in os.environ.items() if k not in _REPO_ENV and not _is_config_env(k)
         }
         self._locks: dict[str, threading.Lock] = {}
+        # Commits are immutable: what is known about them once stays true.
+        self._known: set[tuple[str, str]] = set()  # (cache repo, sha) present in the cache
+        self._ancestry: dict[tuple[str, str, str], bool] = {}
         self._locks_guard = threading.Lock()
 
     # -- public API -------------------------------------------------------------------------
@@ -121,8 +127,11 @@ class IntentSource:
         """Make commit ``sha`` of ``url`` available locally; no network call if it already is."""
         _check_sha(sha)
         repo = self._repo(url)
+        if (str(repo), sha) in self._known:
+            return
         with self._lock(repo):
             if self._has_commit(repo, sha):
+                self._known.add((str(repo), sha))
                 return
             try:
                 self._fetch(repo, url, sha)
@@ -135,6 +144,7 @@ class IntentSource:
                 raise IntentSourceError(
                     f"{sha} is not a commit in {display_url(url)}", transient=False
                 )
+            self._known.add((str(repo), sha))
 
     def exists(self, url: str, sha: str) -> bool:
         """Whether ``url`` has commit ``sha`` (fetching it if needed). Transient errors raise."""
@@ -148,22 +158,71 @@ class IntentSource:
 
     def files_at(self, url: str, sha: str, *, under: str | None = None) -> dict[str, bytes]:
         """Every regular file of the commit (optionally below directory ``under``) by path."""
+        tree = self.tree_at(url, sha, under=under)
+        contents = self.blobs(url, tree.values())
+        return {path: contents[object_id] for path, object_id in tree.items()}
+
+    def tree_at(self, url: str, sha: str, *, under: str | None = None) -> dict[str, str]:
+        """Blob id of every regular file of the commit, by path (no content read).
+
+        Blob ids name contents, so a caller can cache whatever it derives from a file by id
+        and read (:meth:`blobs`) only the files a new commit changed.
+        """
         self.fetch(url, sha)
         repo = self._repo(url)
         args = ["ls-tree", "-r", "-z", "--full-tree", sha]
         if under:
             args += ["--", under.strip("/") + "/"]
         listing = self._run(repo, args, url=url).stdout
-        blobs: dict[str, str] = {}
+        tree: dict[str, str] = {}
         for entry in listing.split(b"\0"):
             if not entry:
                 continue
             meta, _, path = entry.partition(b"\t")
             mode, kind, object_id = meta.decode("ascii").split(" ")
             if kind == "blob" and mode in _REGULAR_FILE_MODES:
-                blobs[path.decode("utf-8", "surrogateescape")] = object_id
-        contents = self._read_blobs(repo, url, sorted(set(blobs.values())))
-        return {path: contents[object_id] for path, object_id in blobs.items()}
+                tree[path.decode("utf-8", "surrogateescape")] = object_id
+        return tree
+
+    def blobs(self, url: str, object_ids: Iterable[str]) -> dict[str, bytes]:
+        """Contents of blobs already in the cache (ids from :meth:`tree_at`), by id."""
+        wanted = sorted(set(object_ids))
+        for object_id in wanted:
+            if not _SHA_RE.match(object_id):
+                raise IntentSourceError(f"not an object id: {object_id[:80]!r}", transient=False)
+        return self._read_blobs(self._repo(url), url, wanted)
+
+    def head_of(self, url: str, ref: str) -> str | None:
+        """The commit ``ref`` (``refs/heads/main``, or ``HEAD``) points at on the remote, or None.
+
+        Asks the remote (``git ls-remote``), not the cache: the cache only knows commits.
+        """
+        if not (ref == "HEAD" or ref.startswith("refs/")) or any(c.isspace() for c in ref):
+            raise IntentSourceError(f"not a full ref name: {ref[:80]!r}", transient=False)
+        fetch_url, auth = self._split_credentials(url)
+        try:
+            result = self._run(
+                self._repo(url),
+                ["ls-remote", "--end-of-options", fetch_url, ref],
+                url=url,
+                ok_codes=None,
+                extra_env=auth,
+                timeout=FETCH_TIMEOUT_S,
+            )
+        except subprocess.TimeoutExpired:
+            raise IntentSourceError(
+                f"listing {ref} of {display_url(url)} timed out", transient=True
+            ) from None
+        if result.returncode != 0:
+            detail = self._clean(result.stderr.decode("utf-8", "replace"), url)
+            raise IntentSourceError(
+                f"cannot list {ref} of {display_url(url)}: {detail}", transient=True
+            )
+        for line in result.stdout.decode("utf-8", "replace").splitlines():
+            object_id, _, name = line.partition("\t")
+            if name == ref and _SHA_RE.match(object_id):
+                return object_id
+        return None
 
     def changed_paths(self, url: str, before: str, after: str) -> set[str]:
         """Paths that differ between two commits, renames counted as delete + add.
@@ -187,6 +246,10 @@ class IntentSource:
 
     def is_ancestor(self, url: str, ancestor: str, descendant: str) -> bool:
         """Whether ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor)."""
+        key = (str(self._repo(url)), ancestor, descendant)
+        known = self._ancestry.get(key)
+        if known is not None:
+            return known
         self.fetch(url, ancestor)
         self.fetch(url, descendant)
         result = self._run(
@@ -195,6 +258,7 @@ class IntentSource:
             url=url,
             ok_codes=(0, 1),
         )
+        self._ancestry[key] = result.returncode == 0
         return result.returncode == 0
 
     # -- internals --------------------------------------------------------------------------
@@ -203,10 +267,28 @@ class IntentSource:
         if not url or url.startswith("-"):
             raise IntentSourceError("invalid Git remote URL", transient=False)
         repo = self.cache_dir / f"{cache_key(url)}.git"
-        if not (repo / "HEAD").exists():
+        if (repo / "HEAD").exists():
+            return repo
+        with _INIT_LOCK:
+            if (repo / "HEAD").exists():
+                return repo
             repo.parent.mkdir(parents=True, exist_ok=True)
-            self._run(repo, ["init", "--quiet", "--bare", str(repo)], url=url, git_dir=False)
-            self._run(repo, ["config", "gc.auto", "0"], url=url)
+            # Initialize beside the cache and rename into place, so another process sharing
+            # the cache never sees (or trips over) a half-initialized repository.
+            staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}.", dir=repo.parent))
+            try:
+                self._run(
+                    staging, ["init", "--quiet", "--bare", str(staging)], url=url, git_dir=False
+                )
+                self._run(staging, ["config", "gc.auto", "0"], url=url)
+                try:
+                    staging.rename(repo)
+                except OSError:
+                    if not (repo / "HEAD").exists():
+                        raise
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
         return repo
 
     def _lock(self, repo: Path) -> threading.Lock:

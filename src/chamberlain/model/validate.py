@@ -111,12 +111,12 @@ def _spec_keys(origin: Origin) -> set[str]:
 
 def _check_paths(intent: Intent) -> Iterator[Problem]:
     declared = [e.name for e in intent.environments]
-    claimed: list[SecretDocument] = []
+    claimed: dict[str, list[SecretDocument]] = {}  # by path: linear in the number of documents
     for document in intent.secret_documents():
         for message in secret_path_problems(document.path, declared):
             yield _at(document.origin, ("spec", "path"), "path-rule", message)
-        for other in claimed:
-            if other.path == document.path and _overlap(other, document, declared):
+        for other in claimed.get(document.path, ()):
+            if _overlap(other, document, declared):
                 yield _at(
                     document.origin,
                     ("spec", "path"),
@@ -125,7 +125,7 @@ def _check_paths(intent: Intent) -> Iterator[Problem]:
                     f"{other.name!r} ({_first_seen(other.origin)}): one authority per secret",
                 )
                 break
-        claimed.append(document)
+        claimed.setdefault(document.path, []).append(document)
 
 
 def _overlap(a: SecretDocument, b: SecretDocument, declared: list[str]) -> bool:

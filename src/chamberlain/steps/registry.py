@@ -13,7 +13,9 @@ import importlib
 from chamberlain.steps.base import Step
 
 # function name -> "module:factory". Filled in as each lifecycle step lands.
-STEP_FACTORIES: dict[str, str] = {}
+STEP_FACTORIES: dict[str, str] = {
+    "issue-secrets": "chamberlain.steps.issue_secrets:build",
+}
 
 
 class UnknownStepError(LookupError):
