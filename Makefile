@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 # The local runtime on the example intent repository (seeded as a git repo in $(STATE)).
 up: $(STAMP)
 	$(BIN)/python -m chamberlain.commands.seed_example --into $(STATE)/intent-repo
-	$(BIN)/chamberlain up --state-dir $(STATE) --repo $(STATE)/intent-repo
+	$(BIN)/chamberlain up --state-dir $(STATE) --repo $(STATE)/intent-repo \
+	  --unseal-identity examples/keys/example-age-identity.txt
 
 # System tools the tests use as real peers: the age CLI (unseal shares must open with it).
 tools:

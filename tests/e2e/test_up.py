@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from chamberlain.adapters import agecrypt
 from chamberlain.adapters.gitrepo import ZERO_SHA, git
 from chamberlain.commands.up import ConfigError, parse_extra_steps
 from tests.e2e.conftest import UpFactory
@@ -156,15 +157,14 @@ def test_extra_steps_hook_is_parsed_strictly() -> None:
             parse_extra_steps(bad)
 
 
-def test_killed_up_redelivers_pending_events_and_unseals_again(
-    tmp_path: Path, up_factory: UpFactory
-) -> None:
+def test_killed_up_redelivers_pending_events(tmp_path: Path, up_factory: UpFactory) -> None:
     state, records = tmp_path / "state", tmp_path / "records"
     args = ("--manifests", str(E2E_DIR / "manifests"))
     env = {"CHAMBERLAIN_TEST_SLOW_S": "0.4"}
     first = up_factory(state, records, *args, env=env)
-    assert "raft, initialized now" in first.output()
-    assert (state / "authority.json").stat().st_mode & 0o077 == 0
+    # these manifests route nothing to initialize-authority: OpenBao stays uninitialized
+    assert "raft, uninitialized" in first.output()
+    assert not (state / "authority.json").exists()
 
     ids = {f"teardown-{n}" for n in range(6)}
     for event_id in sorted(ids):
@@ -179,27 +179,80 @@ def test_killed_up_redelivers_pending_events_and_unseals_again(
 
     second = up_factory(state, records, *args, env=env)
     out = second.output()
-    assert "raft, unsealed from state" in out
     assert not pid_alive(orphan), "the OpenBao orphaned by the kill is still running"
     second.wait_received("slow", ids, timeout=30)
-    status, body = second.get("/health")
-    assert status == 200 and body["authority"]["sealed"] is False
-    # cluster.created is announced on the very first start only
-    assert not re.search(r"← startup", out)
-
-    # the unseal key and root token stay in the 0600 state file, never in output or logs
-    authority = json.loads((state / "authority.json").read_text())
-    secrets = [authority["root_token"], *authority["unseal_keys_b64"]]
-    log_text = (state / "chamberlain.log").read_text()
-    for secret in secrets:
-        assert secret not in first.output() + second.output() + log_text
-        assert secret not in first.stderr() + second.stderr()
+    # every start announces the cluster again (the step converges idempotently)
+    second.wait_for_line(
+        r"← startup\s+dev\.chamberlain\.cluster\.created\.v1\s+cluster-created-local-2"
+    )
+    assert "raft, uninitialized" in out
 
     second.signal(signal.SIGINT)
     assert second.wait(30) == 0
     assert "stopped" in second.output()
     assert port_is_closed(second.openbao)
     assert not (state / "openbao.pid").exists()
+
+
+AUTHORITY_INTENT = """\
+apiVersion: chamberlain.dev/v1alpha1
+kind: AuthorityConfig
+metadata: {{name: authority}}
+spec:
+  shares: 3
+  threshold: 2
+  recipients: [{recipient}]
+---
+apiVersion: chamberlain.dev/v1alpha1
+kind: Environment
+metadata: {{name: local}}
+spec: {{}}
+"""
+
+
+def test_up_initializes_openbao_through_the_step_and_unseals_it_after_a_restart(
+    tmp_path: Path, up_factory: UpFactory
+) -> None:
+    identity, recipient = agecrypt.generate_identity()
+    identity_file = tmp_path / "operator.txt"
+    identity_file.write_text(identity + "\n")
+    repo = tmp_path / "intent"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    _commit(repo, "authority.yaml", AUTHORITY_INTENT.format(recipient=recipient))
+    state, records = tmp_path / "state", tmp_path / "records"
+    args = ("--repo", str(repo), "--unseal-identity", str(identity_file))
+
+    first = up_factory(state, records, *args)
+    assert "raft, uninitialized" in first.output()
+    first.wait_for_line(
+        r"→ initialize-authority\s+dev\.chamberlain\.cluster\.created\.v1.*\s200", 90
+    )
+    status, body = first.get("/health")
+    assert status == 200 and body["authority"]["sealed"] is False
+    shares = sorted((state / "unseal-shares").iterdir())
+    assert [p.name for p in shares] == ["share-0.age", "share-1.age", "share-2.age"]
+    opened = [agecrypt.decrypt_with_identities(p.read_bytes(), [identity]).decode() for p in shares]
+    tokens = sorted(p.name for p in (state / "identities").iterdir())
+    assert "initialize-authority.token" in tokens and "issue-secrets.token" in tokens
+    assert not (state / "authority.json").exists(), "no plaintext share or root token on disk"
+    first.signal(signal.SIGINT)
+    assert first.wait(30) == 0
+
+    second = up_factory(state, records, *args)
+    assert "raft, sealed" in second.output()
+    second.wait_for_line(
+        r"→ initialize-authority\s+dev\.chamberlain\.cluster\.created\.v1.*\s200", 60
+    )
+    status, body = second.get("/health")
+    assert status == 200 and body["authority"]["sealed"] is False
+
+    seen = first.output() + second.output() + first.stderr() + second.stderr()
+    seen += (state / "chamberlain.log").read_text()
+    for share in opened:
+        assert share not in seen
+    second.signal(signal.SIGINT)
+    assert second.wait(30) == 0
 
 
 def test_ctrl_c_in_dev_mode_exits_zero_and_stops_openbao(

@@ -355,6 +355,7 @@ class FakeKubeApi:
         self._tokens: dict[str, _Token] = {}
         self._revoked: set[str] = set()
         self._rv = 0
+        self._faults: list[tuple[str, str, int]] = []
         self._lock = threading.RLock()
         self.public_key_pem = signing_key()[2]
         self._kid = hashlib.sha256(self.public_key_pem.encode()).hexdigest()[:16]
@@ -448,6 +449,19 @@ class FakeKubeApi:
         return info if sa is not None and sa["metadata"]["uid"] == info.uid else None
 
     # -- direct access for tests -----------------------------------------------------------
+    def fail_next(self, method: str, plural: str, status: int = 500) -> None:
+        """Fault injection: the next ``method`` request on ``plural`` answers ``status`` and
+        changes nothing (it is journaled with that status)."""
+        with self._lock:
+            self._faults.append((method.upper(), plural, status))
+
+    def _injected_fault(self, method: str, ref: Ref | None) -> ApiError | None:
+        for fault in self._faults:
+            if ref is not None and fault[:2] == (method, ref.plural):
+                self._faults.remove(fault)
+                return ApiError(fault[2], "InternalError", "injected fault (test)")
+        return None
+
     def api_client(self, token: str) -> ApiClient:
         """A real ``kubernetes.client.ApiClient`` pointed at this server with a bearer token."""
         from kubernetes import client
@@ -495,6 +509,9 @@ class FakeKubeApi:
                 if scheme.lower() != "bearer" or self._authenticate(token.strip()) is None:
                     raise ApiError(401, "Unauthorized", "Unauthorized")
                 ref = parse_path(path) if path != "/version" else None
+                fault = self._injected_fault(method, ref)
+                if fault is not None:
+                    raise fault
                 code, payload = self._dispatch(method, ref, query, ctype, body)
         except ApiError as err:
             code, payload = err.code, err.status()

@@ -13,6 +13,11 @@ Extension/testing hooks (environment variables, read at start):
   an entry with a registered name replaces it.
 * ``CHAMBERLAIN_EXTRA_MANIFESTS=DIR[:DIR...]`` loads more Trigger/PingSource manifests on top of
   ``--manifests`` (a kustomize directory or a single YAML file each).
+
+OpenBao (raft) is initialized by the initialize-authority step on the first start, from the
+AuthorityConfig of the watched repository; after a restart it comes back sealed and the same
+step unseals it with ``--unseal-identity`` (or ``CHAMBERLAIN_UNSEAL_IDENTITY_FILE``), the age
+identity that opens the stored shares. Without it, unseal by hand.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from types import FrameType
 
 EXTRA_STEPS_ENV = "CHAMBERLAIN_EXTRA_STEPS"
 EXTRA_MANIFESTS_ENV = "CHAMBERLAIN_EXTRA_MANIFESTS"
+UNSEAL_IDENTITY_ENV = "CHAMBERLAIN_UNSEAL_IDENTITY_FILE"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--environment",
         default="local",
         help="environment announced by cluster.created on the first start",
+    )
+    parser.add_argument(
+        "--unseal-identity",
+        type=Path,
+        default=None,
+        help="age identity file that opens the unseal shares: initialize-authority unseals "
+        f"OpenBao with it after a restart (default ${UNSEAL_IDENTITY_ENV})",
     )
     parser.add_argument(
         "--log-file",
@@ -105,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"chamberlain up: {exc}", file=sys.stderr)
         return 2
+    unseal_identity = args.unseal_identity or (
+        Path(os.environ[UNSEAL_IDENTITY_ENV]) if os.environ.get(UNSEAL_IDENTITY_ENV) else None
+    )
+    if unseal_identity is not None and not unseal_identity.is_file():
+        print(f"chamberlain up: --unseal-identity {unseal_identity}: no such file", file=sys.stderr)
+        return 2
     config = UpConfig(
         state_dir=state_dir,
         repo=args.repo.resolve() if args.repo else None,
@@ -117,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         log_file=(args.log_file or state_dir / "chamberlain.log").resolve(),
         extra_steps=extra_steps,
         extra_manifests=parse_extra_manifests(os.environ.get(EXTRA_MANIFESTS_ENV, "")),
+        unseal_identity=unseal_identity.resolve() if unseal_identity else None,
     )
     state_dir.mkdir(parents=True, exist_ok=True)
     config.log_file.parent.mkdir(parents=True, exist_ok=True)

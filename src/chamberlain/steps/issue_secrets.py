@@ -22,9 +22,9 @@ from typing import Any, Literal
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.v1.event import CloudEvent
 
-from chamberlain.adapters.authority import Authority
 from chamberlain.adapters.gitrepo import normalized_push
 from chamberlain.adapters.intent_source import IntentSource, IntentSourceError
+from chamberlain.identity import FunctionIdentity
 from chamberlain.logs import get_logger, log
 from chamberlain.model import event_types as T
 from chamberlain.model.events import make_event
@@ -279,14 +279,10 @@ def _ignored(why: str, **fields: Any) -> BaseCloudEvent | None:
 def build(environ: Mapping[str, str] | None = None) -> Step:
     """The step configured from the environment (see :mod:`chamberlain.settings`)."""
     settings = Settings.from_env(environ)
-    authority = Authority.connect(
-        settings.authority_addr,
-        settings.require_token(),
-        namespace=settings.authority_namespace,
-    )
+    identity = FunctionIdentity(FUNCTION, settings, environ)
     source = IntentSource(settings.cache_dir, environ=environ)
     reconciler = Reconciler(
-        authority,
+        identity,
         source,
         base_namespace=settings.authority_namespace,
         concurrency=settings.concurrency,

@@ -24,6 +24,7 @@ from typing import Literal
 from chamberlain.adapters.authority import Authority
 from chamberlain.adapters.intent_source import IntentSource, IntentSourceError
 from chamberlain.adapters.state import AppliedRecord, EnvironmentState
+from chamberlain.identity import FunctionIdentity
 from chamberlain.logs import get_logger, log
 from chamberlain.model.intent import (
     DEFAULT_KUBERNETES_AUTH_MOUNT,
@@ -108,11 +109,15 @@ def auth_mount_of(intent: Intent) -> str:
 
 
 class Reconciler:
-    """Reconciles environments of one intent repository against one authority."""
+    """Reconciles environments of one intent repository against one authority.
+
+    ``authority`` may be a :class:`FunctionIdentity`: a step is built before the authority is
+    initialized (its token does not exist yet), so the identity is resolved on first use.
+    """
 
     def __init__(
         self,
-        authority: Authority,
+        authority: Authority | FunctionIdentity,
         source: IntentSource,
         *,
         loader: IntentLoader | None = None,
@@ -120,7 +125,7 @@ class Reconciler:
         concurrency: int = 8,
         lock_wait_s: float = LOCK_WAIT_S,
     ) -> None:
-        self.authority = authority
+        self._identity = authority
         self.source = source
         self.loader = loader or IntentLoader(source)
         self.base_namespace = base_namespace
@@ -131,6 +136,11 @@ class Reconciler:
         )
 
     # -- reading intent ---------------------------------------------------------------------
+
+    @property
+    def authority(self) -> Authority:
+        identity = self._identity
+        return identity.authority() if isinstance(identity, FunctionIdentity) else identity
 
     def load_valid(self, url: str, commit: str, environments: list[Environment]) -> LoadedIntent:
         """The intent at ``commit``; :class:`IntentRejectedError` if anything is invalid,

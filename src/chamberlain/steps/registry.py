@@ -15,6 +15,8 @@ from chamberlain.steps.base import Step
 # function name -> "module:factory". Filled in as each lifecycle step lands.
 STEP_FACTORIES: dict[str, str] = {
     "issue-secrets": "chamberlain.steps.issue_secrets:build",
+    "initialize-authority": "chamberlain.steps.initialize_authority:build",
+    "hand-over-bootstrap": "chamberlain.steps.hand_over_bootstrap:build",
 }
 
 

@@ -9,12 +9,20 @@ Environment given to steps (set in this process before each step factory runs):
 
 * ``CHAMBERLAIN_RUNTIME=local``
 * ``CHAMBERLAIN_AUTHORITY_ADDR`` the embedded OpenBao's address
-* ``CHAMBERLAIN_AUTHORITY_STATE`` the local-only state file holding its root token (see
-  :mod:`chamberlain.runtime.local.authority`; replaced by the initialize-authority step)
+* ``CHAMBERLAIN_IDENTITY_DIR`` ``<state>/identities``: each function's own token, written by
+  the initialize-authority step (no step ever gets a root token)
+* ``CHAMBERLAIN_SHARE_DIR`` ``<state>/unseal-shares``: the age-encrypted unseal shares
+* ``CHAMBERLAIN_UNSEAL_IDENTITY_FILE`` the ``--unseal-identity`` age identity, when given
+* ``K_SINK`` this process's own ingress (events a step emits besides its reply)
 * ``CHAMBERLAIN_KV_MOUNT=secret``
 * ``CHAMBERLAIN_ENVIRONMENT`` the ``--environment`` name
 * ``CHAMBERLAIN_STATE_DIR`` the state dir
 * ``CHAMBERLAIN_INTENT_REPO`` / ``CHAMBERLAIN_INTENT_BRANCH`` the watched repo, when given
+
+Every start publishes ``dev.chamberlain.cluster.created.v1`` for the environment (the local
+"cluster" exists again): the initialize-authority step initializes OpenBao on the first start,
+unseals it after a restart (with ``--unseal-identity``), and otherwise converges, changing
+nothing when nothing drifted.
 """
 
 from __future__ import annotations
@@ -38,7 +46,13 @@ from chamberlain.adapters.bao_server import started_servers
 from chamberlain.logs import get_logger, redact
 from chamberlain.model.event_types import CLUSTER_CREATED
 from chamberlain.model.events import make_event
-from chamberlain.runtime.local.authority import KV_MOUNT, Authority, start_authority
+from chamberlain.runtime.local.authority import (
+    IDENTITY_DIR,
+    KV_MOUNT,
+    SHARE_DIR,
+    Authority,
+    start_authority,
+)
 from chamberlain.runtime.local.broker import Broker, DeadLetter
 from chamberlain.runtime.local.ingress import Ingress
 from chamberlain.runtime.local.manifests import Manifests, Trigger, load_manifests
@@ -76,6 +90,7 @@ class UpConfig:
     environment: str = "local"
     extra_steps: Mapping[str, str] = field(default_factory=dict)
     extra_manifests: Sequence[Path] = ()
+    unseal_identity: Path | None = None
 
 
 def default_manifests_dir() -> Path:
@@ -178,7 +193,9 @@ class LocalRuntime:
             health=self.health,
         )
         self.printer.line("starting OpenBao" + (" (dev mode)" if cfg.dev else " (raft)") + "...")
-        self.authority = start_authority(cfg.state_dir, dev=cfg.dev)
+        self.authority = start_authority(
+            cfg.state_dir, dev=cfg.dev, identities=cfg.state_dir / IDENTITY_DIR
+        )
         self._export_step_environment(self.authority)
         steps, failures = load_steps({**STEP_FACTORIES, **cfg.extra_steps})
         self.store = DeliveryStore(cfg.state_dir / "broker.sqlite")
@@ -224,42 +241,53 @@ class LocalRuntime:
 
     def _export_step_environment(self, authority: Authority) -> None:
         cfg = self.config
+        assert self.ingress is not None
         env = {
             "CHAMBERLAIN_RUNTIME": "local",
             "CHAMBERLAIN_AUTHORITY_ADDR": authority.addr,
-            "CHAMBERLAIN_AUTHORITY_STATE": str(authority.state_file),
+            "CHAMBERLAIN_IDENTITY_DIR": str(cfg.state_dir / IDENTITY_DIR),
+            "CHAMBERLAIN_SHARE_DIR": str(cfg.state_dir / SHARE_DIR),
+            "K_SINK": self.ingress.address.rstrip("/") + "/",
             "CHAMBERLAIN_KV_MOUNT": KV_MOUNT,
             "CHAMBERLAIN_ENVIRONMENT": cfg.environment,
             "CHAMBERLAIN_STATE_DIR": str(cfg.state_dir),
         }
+        if cfg.unseal_identity is not None:
+            env["CHAMBERLAIN_UNSEAL_IDENTITY_FILE"] = str(cfg.unseal_identity)
+            # Locally the operator's age identity also opens the intent repo's SOPS files
+            # (in a cluster the GitOps layer decrypts them into labelled Secrets instead).
+            env.setdefault("CHAMBERLAIN_SOPS_IDENTITY_FILE", str(cfg.unseal_identity))
         if cfg.repo is not None:
             env["CHAMBERLAIN_INTENT_REPO"] = str(cfg.repo)
             env["CHAMBERLAIN_INTENT_BRANCH"] = cfg.branch
         os.environ.update(env)
+        for stale in ("CHAMBERLAIN_AUTHORITY_STATE", "CHAMBERLAIN_AUTHORITY_TOKEN"):
+            os.environ.pop(stale, None)
 
     def _announce_cluster(self) -> None:
-        """First start only: the cluster.created event a real cluster would send."""
+        """Every start: the cluster.created event a real cluster would send when it appears.
+
+        Idempotent for the step (a converge that finds nothing to change writes nothing), and
+        it is what initializes OpenBao on the first start and unseals it after a restart.
+        """
         marker = self.config.state_dir / STARTED_FILE
         try:
             started = json.loads(marker.read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             started = {}
-        announced = started.get("environments", []) if isinstance(started, dict) else []
+        if not isinstance(started, dict):
+            started = {}
+        starts = int(started.get("starts") or 0) + 1
         env = self.config.environment
-        if env in announced:
-            return
         event = make_event(
             CLUSTER_CREATED,
             {"environment": env, "ephemeral": False, "kubernetes": None, "cluster": None},
             source=STARTUP_SOURCE,
             subject=env,
-            id_=f"cluster-created-{env}",
+            id_=f"cluster-created-{env}-{starts}",
         )
         self._publish(event, "startup")
-        started = {
-            "first_start": started.get("first_start") or time.time(),
-            "environments": [*announced, env],
-        }
+        started = {"first_start": started.get("first_start") or time.time(), "starts": starts}
         marker.write_text(json.dumps(started, indent=2) + "\n", encoding="utf-8")
 
     def _banner(
@@ -268,18 +296,22 @@ class LocalRuntime:
         assert self.authority is not None and self.ingress is not None
         cfg = self.config
         auth = self.authority
-        mode = (
-            "dev mode, in memory"
-            if auth.mode == "dev"
-            else (
-                "raft, initialized now, unsealed"
-                if auth.initialized_now
-                else "raft, unsealed from state"
-            )
-        )
         notes = []
-        if auth.mode == "raft" and auth.initialized_now:
-            notes.append(f"unseal key and root token kept in {auth.state_file} (0600, local only)")
+        if auth.mode == "dev":
+            mode = "dev mode, in memory"
+        elif not auth.initialized:
+            mode = "raft, uninitialized"
+            notes.append("the cluster.created event makes initialize-authority initialize it")
+        elif auth.sealed:
+            mode = "raft, sealed"
+            notes.append(
+                "initialize-authority unseals it with " + str(cfg.unseal_identity)
+                if cfg.unseal_identity
+                else "no --unseal-identity: unseal it by hand (age -d the shares in "
+                f"{cfg.state_dir / SHARE_DIR}, then bao operator unseal)"
+            )
+        else:
+            mode = "raft, unsealed"
         banner = Banner(
             state_dir=str(cfg.state_dir),
             authority=auth.addr,

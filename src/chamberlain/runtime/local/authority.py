@@ -1,11 +1,16 @@
-"""The embedded OpenBao of `chamberlain up`: start it, initialize or unseal it, mount KV v2.
+"""The embedded OpenBao of `chamberlain up`: start it; the initialize-authority step does the rest.
 
-LOCAL-ONLY CONVENIENCE. Until the initialize-authority step exists, `up` initializes the
-authority itself with a single unseal share and keeps that share and the root token in
-``<state>/authority.json`` (mode 0600), so that a restart can unseal without a human. This is
-exactly what production must never do (RFC-SECOPS-0001: shares leave the initializer only
-encrypted to age recipients, the root token is revoked); the initialize-authority step replaces
-it. The file lives only in the local state dir, which is git-ignored.
+Raft mode (the default) starts OpenBao and nothing more: on the first start it is
+uninitialized, and the ``cluster.created`` event that `up` publishes makes the
+initialize-authority step initialize it (unseal shares encrypted to the intent's age
+recipients in ``<state>/unseal-shares/``, function identities in ``<state>/identities/``, root
+token revoked). After a restart it is sealed, and the same event makes the step unseal it with
+``--unseal-identity`` (an age identity file). `up` itself never holds a share or a root token.
+
+Dev mode (``--dev``) is in memory and comes up initialized and unsealed with a throwaway root
+token; `up` uses that token once to give the initializer its identity (the very bootstrap the
+step performs after ``sys/init``) and revokes it, so from then on dev mode runs exactly like
+raft mode.
 
 A previous `up` killed with SIGKILL leaves its OpenBao running (it runs in its own session so a
 Ctrl-C in the terminal reaches only `up`, which then stops it cleanly). Its pid is recorded in
@@ -24,131 +29,146 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import hvac
-
 from chamberlain.adapters import bao_server
 from chamberlain.adapters.bao_server import BaoServer
 from chamberlain.logs import get_logger, register_secret
 
-STATE_FILE = "authority.json"
-DEV_STATE_FILE = "authority.dev.json"
 PID_FILE = "openbao.pid"
 KV_MOUNT = "secret"
+IDENTITY_DIR = "identities"
+SHARE_DIR = "unseal-shares"
+OPENBAO_DIR = "openbao"
 
 log = get_logger("chamberlain.up.authority")
 
 
 @dataclass
 class Authority:
-    """A running embedded OpenBao and how to reach it."""
+    """A running embedded OpenBao, how to reach it, and its state when `up` started it."""
 
     server: BaoServer
     mode: Literal["dev", "raft"]
-    state_file: Path
-    initialized_now: bool
-    unsealed_from_state: bool
+    state_dir: Path
+    initialized: bool
+    sealed: bool
 
     @property
     def addr(self) -> str:
         return self.server.addr
 
-    def token(self) -> str:
-        """The root token kept in the state file (local convenience; see module docstring)."""
-        return str(_read_state(self.state_file)["root_token"])
-
     def stop(self) -> None:
         self.server.stop()
-        pid_file = self.state_file.parent / PID_FILE
         with contextlib.suppress(FileNotFoundError):
-            pid_file.unlink()
+            (self.state_dir / PID_FILE).unlink()
 
 
-def start_authority(state_dir: Path, *, dev: bool = False) -> Authority:
-    """Start the embedded authority; initialized, unsealed, with KV v2 at ``secret``."""
+def start_authority(
+    state_dir: Path, *, dev: bool = False, identities: Path | None = None
+) -> Authority:
+    """Start the embedded authority (raft: as it is; dev: with the initializer's identity)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     stop_orphan(state_dir)
     if dev:
-        return _start_dev(state_dir)
+        return _start_dev(state_dir, identities or state_dir / IDENTITY_DIR)
     return _start_raft(state_dir)
 
 
-def _start_dev(state_dir: Path) -> Authority:
+def _start_dev(state_dir: Path, identities: Path) -> Authority:
     server = bao_server.start_dev(state_dir / "openbao-dev")
     _record_pid(state_dir, server)
     assert server.root_token is not None
     register_secret(server.root_token)
-    state_file = state_dir / DEV_STATE_FILE
-    _write_state(state_file, {"mode": "dev", "addr": server.addr, "root_token": server.root_token})
-    _ensure_kv(server.addr, server.root_token)
-    log.info("openbao dev server started (in memory)", extra={"fields": {"addr": server.addr}})
-    return Authority(server, "dev", state_file, initialized_now=True, unsealed_from_state=False)
-
-
-def _start_raft(state_dir: Path) -> Authority:
-    workdir = state_dir / "openbao"
-    server = bao_server.start_raft(workdir, audit_log=workdir / "audit.log")
-    _record_pid(state_dir, server)
-    state_file = state_dir / STATE_FILE
     try:
-        _, status = bao_server.health(server.addr)
-        initialized = bool(status.get("initialized"))
-        initialized_now = False
-        if not initialized:
-            keys, root_token = _initialize(server)
-            for value in (*keys, root_token):
-                register_secret(value)
-            _write_state(
-                state_file,
-                {
-                    "mode": "raft",
-                    "note": "local-only convenience until the initialize-authority step exists",
-                    "unseal_keys_b64": keys,
-                    "root_token": root_token,
-                },
-            )
-            initialized_now = True
-            log.warning(
-                "openbao initialized by `up` with 1 share; unseal key and root token kept "
-                "in the state file (local-only convenience, replaced by initialize-authority)",
-                extra={"fields": {"state_file": str(state_file), "mode": "0600"}},
-            )
-        state = _read_state(state_file)
-        stored_keys = state.get("unseal_keys_b64")
-        if not isinstance(stored_keys, list) or not stored_keys:
-            raise AuthorityStateError(f"{state_file} holds no unseal keys")
-        keys = [str(k) for k in stored_keys]
-        for value in (*keys, str(state["root_token"])):
-            register_secret(value)
-        bao_server.unseal(server.addr, keys)
-        log.info(
-            "openbao unsealed",
-            extra={"fields": {"addr": server.addr, "from_state": not initialized_now}},
-        )
-        _ensure_kv(server.addr, str(state["root_token"]))
+        _bootstrap_dev(server, identities)
     except BaseException:
         server.stop()
         raise
-    return Authority(
-        server,
-        "raft",
-        state_file,
-        initialized_now=initialized_now,
-        unsealed_from_state=not initialized_now,
-    )
+    log.info("openbao dev server started (in memory)", extra={"fields": {"addr": server.addr}})
+    return Authority(server, "dev", state_dir, initialized=True, sealed=False)
 
 
-def _initialize(server: BaoServer) -> tuple[list[str], str]:
-    """Initialize with one share; recover from an init interrupted by a previous kill.
+def _bootstrap_dev(server: BaoServer, identities: Path) -> None:
+    """Give the initializer its identity with the dev root token, then revoke that token."""
+    from chamberlain.adapters.authority import Authority as Session
+    from chamberlain.adapters.authority_admin import AdminAuthority
+    from chamberlain.model.intent import Intent
+    from chamberlain.steps.initialize_authority import bootstrap_with_root
 
-    A kill during ``sys/init`` leaves raft storage bootstrapped but the authority uninitialized
-    ("cluster already has state"). An uninitialized authority holds nothing, so its storage is
-    wiped and the init retried once.
-    """
+    assert server.root_token is not None
+    root = AdminAuthority.of(Session.connect(server.addr, server.root_token))
     try:
-        return bao_server.initialize(server, shares=1, threshold=1)
-    except Exception as exc:
-        if "already has state" not in str(exc):
-            raise
+        bootstrap_with_root(root, Intent(), system=None, identities=identities)
+    finally:
+        root.revoke_self()
+
+
+BREAK_GLASS_OPTION = "disable_unauthed_generate_root_endpoints = false"
+
+
+def start_raft_with_break_glass(workdir: Path, *, audit_log: Path | None = None) -> BaoServer:
+    """Like :func:`bao_server.start_raft`, with the unauthenticated generate-root endpoints on.
+
+    OpenBao >= 2.5.3 turns ``sys/generate-root/*`` off by default. With it on (here: a
+    loopback-only listener), a quorum of unseal shares alone can mint a new root token, which
+    is how initialize-authority recovers when its own identity is lost (identities deleted, a
+    crash between ``sys/init`` and the identity's creation). The token is revoked at once.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = workdir / "raft"
+    data_dir.mkdir(exist_ok=True)
+    api_port = bao_server.free_port()
+    cluster_port = bao_server.free_port()
+    while cluster_port == api_port:
+        cluster_port = bao_server.free_port()
+    text = bao_server.raft_config(data_dir, api_port, cluster_port, audit_log)
+    marker = 'listener "tcp" {\n'
+    if marker not in text:
+        raise RuntimeError("unexpected OpenBao configuration layout: no tcp listener block")
+    text = text.replace(marker, marker + f"  {BREAK_GLASS_OPTION}\n", 1)
+    config_path = workdir / "bao.hcl"
+    config_path.write_text(text, encoding="utf-8")
+    server = BaoServer(
+        addr=f"http://127.0.0.1:{api_port}",
+        data_dir=data_dir,
+        log_path=workdir / "bao.log",
+        mode="raft",
+        command=[str(bao_server.find_bao_binary()), "server", f"-config={config_path}"],
+        config_path=config_path,
+        audit_log=audit_log,
+    )
+    server.start()
+    return server
+
+
+def _start_raft(state_dir: Path) -> Authority:
+    workdir = state_dir / OPENBAO_DIR
+    existed = (workdir / "raft").is_dir()
+    server = start_raft_with_break_glass(workdir, audit_log=workdir / "audit.log")
+    _record_pid(state_dir, server)
+    try:
+        _, status = bao_server.health(server.addr)
+        if existed and not status.get("initialized"):
+            server = _reset_interrupted(server)
+            _record_pid(state_dir, server)
+            _, status = bao_server.health(server.addr)
+    except BaseException:
+        server.stop()
+        raise
+    initialized = bool(status.get("initialized"))
+    sealed = bool(status.get("sealed", True))
+    log.info(
+        "openbao started (raft)",
+        extra={"fields": {"addr": server.addr, "initialized": initialized, "sealed": sealed}},
+    )
+    return Authority(server, "raft", state_dir, initialized=initialized, sealed=sealed)
+
+
+def _reset_interrupted(server: BaoServer) -> BaoServer:
+    """Storage left by an initialization that never finished holds nothing: start afresh.
+
+    A kill during ``sys/init`` leaves raft bootstrapped but the authority uninitialized, and a
+    new ``sys/init`` then fails with "cluster already has state".
+    """
     log.warning(
         "openbao storage holds an interrupted initialization; resetting it",
         extra={"fields": {"data_dir": str(server.data_dir)}},
@@ -157,51 +177,7 @@ def _initialize(server: BaoServer) -> tuple[list[str], str]:
     shutil.rmtree(server.data_dir)
     server.data_dir.mkdir()
     server.restart()
-    return bao_server.initialize(server, shares=1, threshold=1)
-
-
-def _ensure_kv(addr: str, token: str) -> None:
-    """Mount KV v2 at ``secret`` unless something is mounted there already."""
-    client = hvac.Client(url=addr, token=token, timeout=30)
-    mounts = client.sys.list_mounted_secrets_engines()
-    mounts = mounts.get("data", mounts)
-    if f"{KV_MOUNT}/" in mounts:
-        return
-    client.sys.enable_secrets_engine("kv", path=KV_MOUNT, options={"version": "2"})
-    log.info("kv v2 mounted", extra={"fields": {"mount": KV_MOUNT}})
-
-
-def _write_state(path: Path, state: dict[str, object]) -> None:
-    """Write atomically, readable by the owner only (created 0600, never widened)."""
-    tmp = path.with_suffix(".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(state, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-class AuthorityStateError(RuntimeError):
-    """The state file is missing or unreadable although OpenBao is initialized."""
-
-
-def _read_state(path: Path) -> dict[str, object]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AuthorityStateError(
-            f"OpenBao in {path.parent / 'openbao'} is initialized but {path} is missing: "
-            "cannot unseal it (remove the state dir to start from scratch)"
-        ) from None
-    except ValueError:
-        raise AuthorityStateError(f"{path} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise AuthorityStateError(f"{path} does not hold a JSON object")
-    return data
+    return server
 
 
 def _record_pid(state_dir: Path, server: BaoServer) -> None:
