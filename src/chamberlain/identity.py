@@ -156,3 +156,8 @@ class FunctionIdentity:
     def reset(self) -> None:
         with self._lock:
             self._authority = None
+
+
+def resolve(authority: Authority | FunctionIdentity) -> Authority:
+    """The :class:`Authority` behind a step's identity, resolved now if it is lazy."""
+    return authority.authority() if isinstance(authority, FunctionIdentity) else authority

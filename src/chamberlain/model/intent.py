@@ -279,9 +279,34 @@ class Intent:
         yield from self.bootstrap_secrets
         yield from self.dynamic_credentials
 
+    def ephemeral_template(self, instance: str) -> Environment | None:
+        """The ephemeral Environment that ``instance`` (``<template>-<id>``) instantiates; the
+        longest matching template name wins."""
+        matches = [
+            e
+            for e in self.environments
+            if e.ephemeral and instance.startswith(f"{e.name}-") and len(instance) > len(e.name) + 1
+        ]
+        return max(matches, key=lambda e: len(e.name), default=None)
+
+    def resolve_environment(self, name: str) -> tuple[Environment, str] | None:
+        """(environment, the name intent documents use for it): a declared environment, or an
+        instance of an ephemeral template, whose own name is its authority namespace."""
+        declared = self.environment(name)
+        if declared is not None:
+            return declared, declared.name
+        template = self.ephemeral_template(name)
+        if template is None:
+            return None
+        instance = Environment(name=name, namespace=name, branch=template.branch, ephemeral=True)
+        return instance, template.name
+
     def for_environment(self, name: str) -> list[SecretDocument]:
-        """The secret documents that apply to environment ``name`` (a declared name)."""
-        return [d for d in self.secret_documents() if d.applies_to(name)]
+        """The secret documents that apply to environment ``name``: a declared name, or an
+        ephemeral instance (documents name its template in ``environments``)."""
+        resolved = self.resolve_environment(name)
+        key = resolved[1] if resolved is not None else name
+        return [d for d in self.secret_documents() if d.applies_to(key)]
 
 
 # ---- builders: schema-valid plain data -> typed documents -------------------------------

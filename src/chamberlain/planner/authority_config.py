@@ -34,6 +34,7 @@ from typing import Protocol, TypeAlias
 from chamberlain.model.intent import (
     DEFAULT_KUBERNETES_AUTH_MOUNT,
     DEFAULT_KV_MOUNT,
+    DynamicCredential,
     Environment,
     Intent,
 )
@@ -93,6 +94,7 @@ class NamespacePlan:
     auth_mount: str
     kubernetes: KubernetesApi | None  # None: leave the auth method's config as it is
     state_mount: str = STATE_MOUNT
+    dynamic_paths: tuple[str, ...] = ()
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -103,7 +105,9 @@ class NamespacePlan:
         }
 
     def mounts(self) -> NamespaceMounts:
-        return NamespaceMounts(self.name, self.kv_mount, self.auth_mount, self.state_mount)
+        return NamespaceMounts(
+            self.name, self.kv_mount, self.auth_mount, self.state_mount, self.dynamic_paths
+        )
 
 
 @dataclass(frozen=True)
@@ -150,15 +154,14 @@ class DesiredConfiguration:
 
 def ephemeral_template(intent: Intent, instance: str) -> Environment | None:
     """The ephemeral Environment ``instance`` instantiates (longest ``<template>-`` prefix)."""
-    matches = [e for e in intent.environments if e.ephemeral and instance.startswith(f"{e.name}-")]
-    return max(matches, key=lambda e: len(e.name), default=None)
+    return intent.ephemeral_template(instance)
 
 
 def _instance(intent: Intent, name: str) -> Environment | None:
-    template = ephemeral_template(intent, name)
-    if template is None:
+    if intent.environment(name) is not None:
         return None
-    return Environment(name=name, namespace=name, branch=template.branch, ephemeral=True)
+    resolved = intent.resolve_environment(name)
+    return None if resolved is None else resolved[0]
 
 
 def desired_configuration(
@@ -211,6 +214,13 @@ def desired_configuration(
                 kv_mount=kv_mount,
                 auth_mount=auth_mount,
                 kubernetes=kubernetes,
+                dynamic_paths=tuple(
+                    sorted(
+                        d.path
+                        for d in intent.for_environment(env.name)
+                        if isinstance(d, DynamicCredential)
+                    )
+                ),
             )
         )
     policy_namespaces = {p.name: p.mounts() for p in plans}

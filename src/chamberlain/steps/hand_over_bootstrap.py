@@ -125,19 +125,8 @@ def now_rfc3339() -> str:
 
 
 def resolve_environment(intent: Intent, name: str) -> tuple[Environment, str] | None:
-    """(environment, name intent documents use for it): a declared environment, or an
-    instance ``<template>-<id>`` of an ephemeral one (its own name is its namespace)."""
-    declared = intent.environment(name)
-    if declared is not None:
-        return declared, declared.name
-    for template in intent.environments:
-        prefix = f"{template.name}-"
-        if template.ephemeral and name.startswith(prefix) and len(name) > len(prefix):
-            instance = Environment(
-                name=name, namespace=name, branch=template.branch, ephemeral=True
-            )
-            return instance, template.name
-    return None
+    """See :meth:`chamberlain.model.intent.Intent.resolve_environment`."""
+    return intent.resolve_environment(name)
 
 
 def touches_bootstrap(intent: Intent, paths: set[str]) -> bool:

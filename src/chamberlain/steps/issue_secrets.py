@@ -40,7 +40,7 @@ HEADS = "refs/heads/"
 MAX_LISTED = 1000
 MAX_REJECTED_ERRORS = 200
 MAX_MESSAGE = 2000
-Trigger = Literal["push", "resync", "cli"]
+Trigger = Literal["push", "resync", "cli", "authority-initialized"]
 
 _PROVIDER_OF = {
     T.GITHUB_PUSH: "github",
@@ -166,6 +166,8 @@ class IssueSecrets:
         type_ = event.get_type()
         if type_ == T.PING:
             return self._ping(event)
+        if type_ == T.AUTHORITY_INITIALIZED:
+            return self._initialized(event)
         push = self._push_data(event)
         return self._push(event, push)
 
@@ -234,13 +236,36 @@ class IssueSecrets:
         task = data.get("task") if isinstance(data, Mapping) else None
         if task != "resync":
             return _ignored(f"ping task {task!r} is not for {FUNCTION}")
+        return self._reconcile_heads(event, trigger="resync")
+
+    def _initialized(self, event: BaseCloudEvent) -> BaseCloudEvent | None:
+        """An authority namespace became ready: issue what the branch heads declare there.
+
+        Pushes that arrived before the namespace existed may have been dead-lettered, and a
+        new ephemeral instance has no push of its own, so this is where both get their
+        secrets. Environments already at the head commit cost one state read each.
+        """
+        data = event.get_data()
+        named = data.get("environment") if isinstance(data, Mapping) else None
+        return self._reconcile_heads(
+            event, trigger="authority-initialized", instance=named if named else None
+        )
+
+    def _reconcile_heads(
+        self, event: BaseCloudEvent, *, trigger: Trigger, instance: str | None = None
+    ) -> BaseCloudEvent | None:
+        """Full reconcile of every tracked environment (and ``instance``, an ephemeral
+        instance) at the head of its branch."""
         url = self.intent_repo
         if not url:
             return _ignored("no intent repository configured (CHAMBERLAIN_INTENT_REPO)")
         head = self._head(url, self.default_branch)
         if head is None:
             return _ignored(f"branch {self.default_branch} does not exist in the intent repo")
-        branches = {e.branch for e in self._load(url, head).intent.environments}
+        intent = self._load(url, head).intent
+        branches = {e.branch for e in intent.environments}
+        resolved = intent.resolve_environment(instance) if instance else None
+        extra = resolved[0] if resolved is not None and resolved[0].ephemeral else None
         results: list[EnvironmentResult] = []
         commits: set[str] = set()
         for branch in sorted(branches):
@@ -249,6 +274,8 @@ class IssueSecrets:
                 continue
             loaded = self._load(url, commit)
             environments = tracked_environments(loaded.intent, branch)
+            if extra is not None and extra.branch == branch:
+                environments.append(extra)
             if not environments:
                 continue
             valid = self._validated(url, commit, environments)
@@ -256,13 +283,13 @@ class IssueSecrets:
             for env in environments:
                 results.append(
                     self.reconciler.reconcile_environment(
-                        url, valid, env, event_id=event.get_id(), full=True
+                        url, valid, env, event_id=event.get_id(), full=trigger == "resync"
                     )
                 )
         if not results:
-            return _ignored("no environment to resync")
+            return _ignored(f"no environment to reconcile ({trigger})")
         only = next(iter(commits)) if len(commits) == 1 else None
-        return reply_for(results, trigger="resync", commit=only)
+        return reply_for(results, trigger=trigger, commit=only)
 
     def _head(self, url: str, branch: str) -> str | None:
         try:

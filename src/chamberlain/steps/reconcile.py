@@ -24,7 +24,7 @@ from typing import Literal
 from chamberlain.adapters.authority import Authority
 from chamberlain.adapters.intent_source import IntentSource, IntentSourceError
 from chamberlain.adapters.state import AppliedRecord, EnvironmentState
-from chamberlain.identity import FunctionIdentity
+from chamberlain.identity import FunctionIdentity, resolve
 from chamberlain.logs import get_logger, log
 from chamberlain.model.intent import (
     DEFAULT_KUBERNETES_AUTH_MOUNT,
@@ -139,8 +139,7 @@ class Reconciler:
 
     @property
     def authority(self) -> Authority:
-        identity = self._identity
-        return identity.authority() if isinstance(identity, FunctionIdentity) else identity
+        return resolve(self._identity)
 
     def load_valid(self, url: str, commit: str, environments: list[Environment]) -> LoadedIntent:
         """The intent at ``commit``; :class:`IntentRejectedError` if anything is invalid,
