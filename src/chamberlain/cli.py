@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "chamberlain.commands.apply",
         "run issue-secrets for an environment from the command line (recovery)",
     ),
+    "status": ("chamberlain.commands.status", "managed secrets and leases of an environment"),
 }
 
 

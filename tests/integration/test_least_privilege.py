@@ -262,7 +262,9 @@ def _rotate_secrets(lab: Lab, token: str) -> None:
     destroy = {"versions": [1]}
     assert _ok(lab.call(token, "PUT", f"secret/destroy/{SECRET}", namespace="prod", body=destroy))
     due = {"data": {"entries": {}}}
-    assert _ok(lab.call(token, "POST", "chamberlain/data/due/0", namespace="prod", body=due))
+    assert _ok(
+        lab.call(token, "POST", "chamberlain/data/rotate-secrets/due/0", namespace="prod", body=due)
+    )
 
 
 def _issue_credentials(lab: Lab, token: str) -> None:

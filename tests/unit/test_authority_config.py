@@ -230,3 +230,10 @@ def test_policies_grant_data_paths_only_in_managed_namespaces_and_none_to_the_in
     assert 'path "+/sys/mounts/kv"' in initializer
     again = desired_configuration(INTENT, event("prod"), extra_policy_namespaces=["old-env"])
     assert again.policies == desired.policies, "rendering must be deterministic (no drift)"
+
+
+def test_function_policies_name_the_due_index_where_it_lives() -> None:
+    from chamberlain.adapters import due_index
+    from chamberlain.planner import function_policies
+
+    assert function_policies.DUE_PREFIX == due_index.PREFIX

@@ -216,19 +216,21 @@ def test_nested_paths_in_lists_are_reported() -> None:
 
 def test_nullable_fields_explain_the_allowed_types() -> None:
     data = _example_data(T.SECRET_ROTATED)
-    data["previousVersion"] = "three"
+    data["rotations"][0]["previousVersion"] = "three"
     assert _rejection(T.SECRET_ROTATED, data).problems == (
-        "$.previousVersion: expected integer or null, got string",
+        "$.rotations[0].previousVersion: expected integer or null, got string",
     )
 
 
 def test_errors_never_echo_the_offending_value() -> None:
     data = _example_data(T.SECRET_ROTATED)
-    data["environment"] = LEAKY
-    data["reason"] = LEAKY * 100  # too long
-    data["path"] = LEAKY
+    item = data["rotations"][0]
+    item["environment"] = LEAKY
+    item["reason"] = LEAKY * 100  # too long
+    item["path"] = LEAKY
     message = str(_rejection(T.SECRET_ROTATED, data))
-    assert "$.environment" in message and "$.path" in message and "$.reason" in message
+    assert "$.rotations[0].environment" in message and "$.rotations[0].path" in message
+    assert "$.rotations[0].reason" in message
     assert LEAKY not in message
     assert "Hunter2" not in message
 

@@ -33,12 +33,17 @@ def ping(task: str = "rotate", **extra: Any) -> CloudEvent:
 
 def rotated(reason: str = "rotation period elapsed") -> CloudEvent:
     data = {
-        "environment": "prod",
-        "path": "platform-data/redis/checkout",
-        "version": 4,
-        "previousVersion": 3,
-        "reason": reason,
         "trigger": "schedule",
+        "rotations": [
+            {
+                "environment": "prod",
+                "path": "platform-data/redis/checkout",
+                "version": 4,
+                "previousVersion": 3,
+                "reason": reason,
+                "rotatedAt": "2026-11-28T03:00:03Z",
+            }
+        ],
     }
     return make_event(ROTATED, data, source="/tests/rotate-secrets")
 

@@ -13,6 +13,7 @@ from typing import Final
 GIT_PUSH: Final = "dev.chamberlain.git.push.v1"
 INTENT_REJECTED: Final = "dev.chamberlain.intent.rejected.v1"
 SECRETS_ISSUED: Final = "dev.chamberlain.secrets.issued.v1"
+CREDENTIALS_ISSUED: Final = "dev.chamberlain.credentials.issued.v1"
 DRIFT_DETECTED: Final = "dev.chamberlain.drift.detected.v1"
 CLUSTER_CREATED: Final = "dev.chamberlain.cluster.created.v1"
 CLUSTER_DELETED: Final = "dev.chamberlain.cluster.deleted.v1"
@@ -43,6 +44,7 @@ CHAMBERLAIN_TYPES: Final = frozenset(
         GIT_PUSH,
         INTENT_REJECTED,
         SECRETS_ISSUED,
+        CREDENTIALS_ISSUED,
         DRIFT_DETECTED,
         CLUSTER_CREATED,
         CLUSTER_DELETED,

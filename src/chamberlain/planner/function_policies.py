@@ -24,7 +24,7 @@ POLICY_PREFIX = "chamberlain-fn-"
 TOKEN_ROLE = "chamberlain-fn"  # noqa: S105 - a token role name, not a token
 STATE_MOUNT = "chamberlain"
 DATABASE_MOUNT = "database"
-DUE_PREFIX = "due"
+DUE_PREFIX = "rotate-secrets/due"  # chamberlain.adapters.due_index.PREFIX
 CONSUMER_POLICY_GLOB = "chamberlain-consumer-*"
 CONSUMER_ROLE_GLOB = "chamberlain-*"
 
@@ -60,6 +60,8 @@ class NamespaceMounts:
     kv_mount: str
     auth_mount: str
     state_mount: str = STATE_MOUNT
+    # KV paths of the DynamicCredentials served here: the only values renew-lease may touch
+    dynamic_paths: tuple[str, ...] = ()
 
 
 def policy_name(function: str) -> str:
@@ -96,6 +98,8 @@ def _issue_secrets(ns: NamespaceMounts) -> list[Rule]:
         (f"{kv}/undelete/*", ("update",)),
         (f"{kv}/destroy/*", ("update",)),
         *_state(ns, ISSUE_SECRETS),
+        # a created secret with a rotation policy is entered in rotate-secrets' due-index
+        (f"{ns.namespace}/{ns.state_mount}/data/{DUE_PREFIX}/*", WRITE_READ),
         (f"{n}/sys/mounts", ("read",)),
         (f"{n}/sys/auth", ("read",)),
         (f"{n}/sys/policies/acl", ("list",)),
@@ -139,9 +143,8 @@ def _rotate_secrets(ns: NamespaceMounts) -> list[Rule]:
         (f"{kv}/destroy/*", ("update",)),
         (f"{kv}/delete/*", ("update",)),
         *_state(ns, ROTATE_SECRETS),
-        # the due-index (rotate-secrets' schedule) and the applied commit of issue-secrets
-        (f"{st}/data/{DUE_PREFIX}/*", CRUD),
-        (f"{st}/metadata/{DUE_PREFIX}/*", (*CRUD, "list")),
+        # the due-index lives in rotate-secrets' own state area (_state above); it also reads
+        # the applied commit of issue-secrets
         (f"{st}/data/{ISSUE_SECRETS}/applied", ("read",)),
         (f"{ns.namespace}/sys/mounts", ("read",)),
     ]
@@ -154,6 +157,8 @@ def _watch_leases(ns: NamespaceMounts) -> list[Rule]:
         # listing leases needs sudo (OpenBao treats lease enumeration as privileged)
         (f"{n}/sys/leases/lookup/*", ("list", "update", "sudo")),
         (f"{_kv(ns)}/metadata/*", ("read", "list", "patch")),
+        # revoke an old credential's lease once its overlap after a re-issue has ended
+        (f"{n}/sys/leases/revoke", ("update",)),
         *_state(ns, WATCH_LEASES),
     ]
 
@@ -164,19 +169,32 @@ def _renew_lease(ns: NamespaceMounts) -> list[Rule]:
         (f"{n}/sys/leases/renew", ("update",)),
         (f"{n}/sys/leases/lookup", ("update",)),
         (f"{n}/{DATABASE_MOUNT}/creds/*", ("read",)),
+        # a re-issued credential is a new KV version (read: other roles' keys are kept); a
+        # lease lost in a race is revoked
+        *((f"{_kv(ns)}/data/{path}", WRITE_READ) for path in sorted(ns.dynamic_paths)),
         (f"{_kv(ns)}/metadata/*", ("read", "patch")),
+        (f"{n}/sys/leases/revoke", ("update",)),
         *_state(ns, RENEW_LEASE),
     ]
 
 
 def _revoke_environment(ns: NamespaceMounts) -> list[Rule]:
     n = ns.namespace
+    parent, _, leaf = n.rpartition("/")  # a namespace is deleted from its parent
+    namespaces = f"{parent}/sys/namespaces/{leaf}" if parent else f"sys/namespaces/{leaf}"
     return [
-        (f"sys/namespaces/{n}", ("read", "delete")),
+        (namespaces, ("read", "delete")),
         (f"{n}/sys/leases/revoke-prefix/*", ("update", "sudo")),
         (f"{n}/sys/leases/revoke-force/*", ("update", "sudo")),
         (f"{n}/sys/leases/lookup/*", ("list", "update", "sudo")),
+        # count what the namespace deletion removes; remove it piecewise when leases that
+        # could not be revoked keep the namespace alive (consumer identities only)
         (f"{_kv(ns)}/metadata/*", ("read", "list", "delete")),
+        (f"{n}/sys/auth", ("read",)),
+        (f"{n}/sys/policies/acl", ("list",)),
+        (f"{n}/sys/policies/acl/{CONSUMER_POLICY_GLOB}", ("delete",)),
+        (f"{n}/auth/{ns.auth_mount}/role", ("list",)),
+        (f"{n}/auth/{ns.auth_mount}/role/{CONSUMER_ROLE_GLOB}", ("delete",)),
         *_state(ns, REVOKE_ENVIRONMENT),
     ]
 

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from chamberlain.adapters.authority import Authority, CasConflictError
+from chamberlain.adapters.due_index import index_planned
 from chamberlain.logs import redact
 from chamberlain.model.intent import DEFAULT_KUBERNETES_AUTH_MOUNT
 from chamberlain.planner.actions import (
@@ -117,6 +118,8 @@ class Applier:
             a for a in plan.actions if isinstance(a, (DeleteRole, DeletePolicy, RetireSecret))
         ]
         failures = _Failures()
+        # The rotation schedule first: a secret is never created without its due-index entry.
+        index_planned(self.authority, _new_values(secret_actions))
         self._run_concurrently(secret_actions, failures)
         _raise_if_failed(failures, plan)
         for action in [*policies, *roles, *removals]:
@@ -214,8 +217,16 @@ class Applier:
             k: v for k, v in metadata.items() if is_owned_key(k) and have.get(k) != v
         }
         changes.update({k: None for k in have if is_owned_key(k) and k not in metadata})
+        if any(k.startswith("rotation-") for k in changes) or have.get("rotation-held"):
+            # A new rotation policy (or an intent change ending a hold) reschedules it.
+            index_planned(authority, [(path, {**have, **metadata})])
         if changes and not authority.patch_custom_metadata(path, changes, mount=self.kv_mount):
             authority.write_metadata(path, custom_metadata=metadata, mount=self.kv_mount)
+
+
+def _new_values(actions: Iterable[Action]) -> list[tuple[str, Mapping[str, str]]]:
+    """(path, metadata) of secrets about to get a first value or registration."""
+    return [(a.path, a.metadata) for a in actions if isinstance(a, (CreateSecret, RegisterSecret))]
 
 
 def _is_secret_upsert(action: Action) -> bool:
