@@ -38,6 +38,7 @@ CONSUMES = {
         "dev.knative.source.github.push",
         "dev.knative.sources.gitlab.push",
         "dev.knative.sources.ping/resync",
+        "dev.chamberlain.authority.initialized.v1",
     },
     "initialize-authority": {
         "dev.chamberlain.cluster.created.v1",
@@ -51,6 +52,10 @@ CONSUMES = {
         "dev.knative.sources.ping/rotate",
         "dev.chamberlain.secret.rotate.requested.v1",
         "dev.chamberlain.secret.compromised.v1",
+    },
+    "issue-credentials": {
+        "dev.chamberlain.secrets.issued.v1",
+        "dev.chamberlain.handover.completed.v1",
     },
     "watch-leases": {"dev.knative.sources.ping/watch-leases"},
     "renew-lease": {"dev.chamberlain.lease.expiring.v1"},

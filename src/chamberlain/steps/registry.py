@@ -17,6 +17,12 @@ STEP_FACTORIES: dict[str, str] = {
     "issue-secrets": "chamberlain.steps.issue_secrets:build",
     "initialize-authority": "chamberlain.steps.initialize_authority:build",
     "hand-over-bootstrap": "chamberlain.steps.hand_over_bootstrap:build",
+    "dead-letter": "chamberlain.steps.dead_letter:build",
+    "issue-credentials": "chamberlain.steps.issue_credentials:build",
+    "watch-leases": "chamberlain.steps.watch_leases:build",
+    "renew-lease": "chamberlain.steps.renew_lease:build",
+    "rotate-secrets": "chamberlain.steps.rotate_secrets:build",
+    "revoke-environment": "chamberlain.steps.revoke_environment:build",
 }
 
 

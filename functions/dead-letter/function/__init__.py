@@ -1,0 +1,5 @@
+"""The dead-letter function for ``func deploy``."""
+
+from .func import new
+
+__all__ = ["new"]

@@ -1,0 +1,5 @@
+"""The git-ingress function for ``func deploy``."""
+
+from .func import new
+
+__all__ = ["new"]

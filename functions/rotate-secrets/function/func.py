@@ -1,0 +1,17 @@
+"""The rotate-secrets function for ``func deploy``: func-python serves what ``new()`` returns.
+
+Rotates secrets that are due, requested or compromised.
+The step itself is chamberlain's (``chamberlain.steps.registry``); this module only hands it to
+func-python, through the adapter the tests drive. Rendered by ``chamberlain.packaging``.
+"""
+
+from __future__ import annotations
+
+from chamberlain.runtime.funcpy import FunctionAdapter, new_for
+
+FUNCTION = "rotate-secrets"
+
+
+def new() -> FunctionAdapter:
+    """A func-python function instance serving the rotate-secrets step."""
+    return new_for(FUNCTION)
