@@ -3,9 +3,11 @@
 Kept in the authority, in the environment namespace's ``chamberlain`` KV v2 mount, so that a
 rotation tick costs O(due) authority calls instead of a walk over every secret's metadata:
 
-* ``rotate-secrets/due/<YYYY-MM-DDTHH>``: one document per UTC hour, ``{key: due-at}``. A key
+* ``rotate-secrets/due/<YYYY-MM-DDTHH>``: one document per UTC hour mapping key -> due-at. A key
   is the secret path (rotate it) or ``destroy:<path>`` (destroy the versions whose overlap
-  ended). Paths cannot contain ``:``, so the two never collide.
+  ended). Paths cannot contain ``:``, so the two never collide. The map is stored as ONE
+  string field (``key<TAB>due`` lines): OpenBao refuses a JSON body with too many strings
+  ("high complexity"), which a bucket receiving 1,000 new secrets in one hour would exceed.
 * ``rotate-secrets/due/cursor``: ``{"processed-through": <bucket>}``, the last bucket whose
   entries were all handled and that can no longer receive entries. A tick reads the buckets
   after it, up to the current hour: usually one or two reads.
@@ -53,6 +55,20 @@ CLOSE_MARGIN = timedelta(minutes=10)
 MAX_SPAN = 48  # beyond this many hours since the cursor, list the folder instead of probing
 CAS_ATTEMPTS = 8
 EntryKind = Literal["rotate", "destroy"]
+
+
+BUCKET_FIELD = "entries"
+
+
+def encode_bucket(items: Mapping[str, str]) -> dict[str, str]:
+    """A bucket's key -> due-at map as one string field, sorted (deterministic documents)."""
+    return {BUCKET_FIELD: "\n".join(f"{k}\t{v}" for k, v in sorted(items.items()))}
+
+
+def decode_bucket(data: Mapping[str, Any] | None) -> dict[str, str]:
+    text = str((data or {}).get(BUCKET_FIELD) or "")
+    pairs = (line.split("\t", 1) for line in text.splitlines() if "\t" in line)
+    return {key: due for key, due in pairs}
 
 
 @dataclass(frozen=True)
@@ -142,12 +158,12 @@ class DueIndex:
         path = f"{PREFIX}/{bucket}"
         for _ in range(CAS_ATTEMPTS):
             version, data = self._read(path)
-            current = {str(k): str(v) for k, v in (data or {}).items()}
+            current = decode_bucket(data)
             wanted: dict[str, str] = change(current)
             if wanted == current:
                 return 0
             try:
-                self._write(path, wanted, cas=version)
+                self._write(path, encode_bucket(wanted), cas=version)
             except CasConflictError:
                 continue
             return 1
@@ -176,9 +192,10 @@ class DueIndex:
             else:
                 candidates = span
         for bucket in candidates:
-            _, items = self._read(f"{PREFIX}/{bucket}")
+            _, data = self._read(f"{PREFIX}/{bucket}")
+            items = decode_bucket(data)
             if items:
-                scan.buckets[bucket] = {str(k): str(v) for k, v in items.items()}
+                scan.buckets[bucket] = items
             else:
                 scan.buckets.setdefault(bucket, {})
         return scan
@@ -189,8 +206,8 @@ class DueIndex:
 
     def entry_of(self, key: str, due: datetime) -> bool:
         """Whether ``key`` is indexed in ``due``'s bucket (for tests and status)."""
-        _, items = self._read(f"{PREFIX}/{bucket_of(due)}")
-        return key in (items or {})
+        _, data = self._read(f"{PREFIX}/{bucket_of(due)}")
+        return key in decode_bucket(data)
 
     # -- finishing a tick --------------------------------------------------------------------
 
