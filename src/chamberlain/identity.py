@@ -24,11 +24,15 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from chamberlain.adapters.authority import Authority
 from chamberlain.logs import register_secret
 from chamberlain.settings import Settings
 from chamberlain.steps.base import TransientError
+
+if TYPE_CHECKING:
+    # imported where a session is made: a step is built long before its first authority call
+    from chamberlain.adapters.authority import Authority
 
 IDENTITY_DIR_ENV = "CHAMBERLAIN_IDENTITY_DIR"
 FUNCTION_AUTH_MOUNT_ENV = "CHAMBERLAIN_FUNCTION_AUTH_MOUNT"
@@ -99,6 +103,8 @@ def _kubernetes_login(
     if not jwt:
         return None
     register_secret(jwt)
+    from chamberlain.adapters.authority import Authority
+
     mount = env.get(FUNCTION_AUTH_MOUNT_ENV) or DEFAULT_FUNCTION_AUTH_MOUNT
     anonymous = Authority.connect(settings.authority_addr, "")
     token = anonymous.login_kubernetes(mount, f"{ROLE_PREFIX}{function}", jwt)
@@ -109,6 +115,8 @@ def authority_for(
     function: str, settings: Settings, environ: Mapping[str, str] | None = None
 ) -> Authority:
     """An authority session acting as ``function``'s own identity (see module docstring)."""
+    from chamberlain.adapters.authority import Authority
+
     env = os.environ if environ is None else environ
     namespace: str | None = getattr(settings, "authority_namespace", None)
     if settings.authority_token:

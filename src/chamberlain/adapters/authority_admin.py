@@ -11,17 +11,21 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import hvac
 
 from chamberlain.adapters import authority_errors as errors
 from chamberlain.adapters.authority import Authority
 from chamberlain.adapters.authority_base import data_of
 from chamberlain.adapters.authority_transport import CallCounter, counting_client, timeout_of
 from chamberlain.adapters.authority_types import string_map
+from chamberlain.lazy import lazy_module
 from chamberlain.logs import register_secret
+
+if TYPE_CHECKING:
+    import hvac
+else:
+    hvac = lazy_module("hvac")
 
 _MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 

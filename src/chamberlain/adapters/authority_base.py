@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
-
-import hvac
-import requests
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from chamberlain.adapters import authority_errors as errors
 from chamberlain.adapters.authority_transport import CallCounter, adopt, calls_of
+from chamberlain.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import hvac
+    import requests
+else:
+    hvac = lazy_module("hvac")
+    requests = lazy_module("requests")
 
 # Lists are fetched in pages of this many keys (OpenBao's ``after``/``limit``) where supported,
 # so a huge folder never arrives as one response.
@@ -46,7 +52,7 @@ class AuthorityBase:
         try:
             yield
         except hvac.exceptions.VaultError as exc:
-            status = getattr(exc, "status_code", None) or _STATUS_OF.get(type(exc), 500)
+            status = getattr(exc, "status_code", None) or _status_of().get(type(exc), 500)
             raise errors.from_status(
                 int(status),
                 _error_strings(exc),
@@ -117,15 +123,18 @@ def _error_strings(exc: hvac.exceptions.VaultError) -> list[str]:
     return []
 
 
-_STATUS_OF: dict[type[Any], int] = {
-    hvac.exceptions.InvalidRequest: 400,
-    hvac.exceptions.Unauthorized: 401,
-    hvac.exceptions.Forbidden: 403,
-    hvac.exceptions.InvalidPath: 404,
-    hvac.exceptions.PreconditionFailed: 412,
-    hvac.exceptions.RateLimitExceeded: 429,
-    hvac.exceptions.InternalServerError: 500,
-    hvac.exceptions.VaultNotInitialized: 501,
-    hvac.exceptions.BadGateway: 502,
-    hvac.exceptions.VaultDown: 503,
-}
+@cache
+def _status_of() -> dict[type[Any], int]:
+    """hvac's exception classes -> HTTP status (built on first use: hvac is imported lazily)."""
+    return {
+        hvac.exceptions.InvalidRequest: 400,
+        hvac.exceptions.Unauthorized: 401,
+        hvac.exceptions.Forbidden: 403,
+        hvac.exceptions.InvalidPath: 404,
+        hvac.exceptions.PreconditionFailed: 412,
+        hvac.exceptions.RateLimitExceeded: 429,
+        hvac.exceptions.InternalServerError: 500,
+        hvac.exceptions.VaultNotInitialized: 501,
+        hvac.exceptions.BadGateway: 502,
+        hvac.exceptions.VaultDown: 503,
+    }

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import hvac
 
 from chamberlain.adapters.authority_base import AuthorityBase, data_of
 from chamberlain.adapters.authority_types import DynamicSecret, LeaseInfo, parse_time, string_map
+from chamberlain.lazy import lazy_module
 from chamberlain.logs import register_secret, register_secret_data
+
+if TYPE_CHECKING:
+    import hvac
+else:
+    hvac = lazy_module("hvac")
 
 
 def _duration(value: str | int | None) -> str | None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import hvac
 
 from chamberlain.adapters.authority_base import AuthorityBase, data_of
 from chamberlain.adapters.authority_types import (
@@ -16,7 +14,13 @@ from chamberlain.adapters.authority_types import (
     parse_time,
     string_map,
 )
+from chamberlain.lazy import lazy_module
 from chamberlain.logs import register_secret_data
+
+if TYPE_CHECKING:
+    import hvac
+else:
+    hvac = lazy_module("hvac")
 
 _MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 

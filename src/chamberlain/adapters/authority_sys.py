@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import hvac
-import requests
 
 from chamberlain.adapters import authority_errors as errors
 from chamberlain.adapters.authority_base import AuthorityBase, data_of
 from chamberlain.adapters.authority_transport import timeout_of
 from chamberlain.adapters.authority_types import MountInfo, SealStatus, string_map
+from chamberlain.lazy import lazy_module
 from chamberlain.logs import register_secret
+
+if TYPE_CHECKING:
+    import hvac
+    import requests
+else:
+    hvac = lazy_module("hvac")
+    requests = lazy_module("requests")
 
 
 def _mounts(response: Any) -> dict[str, MountInfo]:

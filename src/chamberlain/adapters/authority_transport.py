@@ -11,11 +11,17 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import hvac
-import requests
-from hvac.adapters import JSONAdapter
+from chamberlain.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import hvac
+    import requests
+    from hvac.adapters import JSONAdapter
+else:
+    hvac = lazy_module("hvac")
 
 CALL_KINDS = ("read", "write", "list", "delete")
 _KIND_OF_METHOD = {"get": "read", "head": "read", "list": "list", "delete": "delete"}
@@ -47,21 +53,39 @@ class CallCounter(Counter[str]):
             self.clear()
 
 
-class CountingAdapter(JSONAdapter):  # type: ignore[misc]  # hvac is untyped
-    """hvac's JSON adapter, counting calls and keeping the HTTP status on errors."""
+def counting_adapter_class() -> type[JSONAdapter]:
+    """:class:`CountingAdapter`, defined on first use so that importing this module leaves
+    hvac (and requests) unimported until a client is built."""
+    return _counting_adapter_class()
 
-    calls: CallCounter
 
-    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        self.calls.record(method)
-        return super().request(method, url, *args, **kwargs)
+@cache
+def _counting_adapter_class() -> type[JSONAdapter]:
+    from hvac.adapters import JSONAdapter
 
-    def _raise_for_error(self, method: str, url: str, response: requests.Response) -> None:
-        try:
-            super()._raise_for_error(method, url, response)
-        except hvac.exceptions.VaultError as exc:
-            exc.status_code = response.status_code
-            raise
+    class CountingAdapter(JSONAdapter):  # type: ignore[misc]  # hvac is untyped
+        """hvac's JSON adapter, counting calls and keeping the HTTP status on errors."""
+
+        calls: CallCounter
+
+        def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            self.calls.record(method)
+            return super().request(method, url, *args, **kwargs)
+
+        def _raise_for_error(self, method: str, url: str, response: requests.Response) -> None:
+            try:
+                super()._raise_for_error(method, url, response)
+            except hvac.exceptions.VaultError as exc:
+                exc.status_code = response.status_code
+                raise
+
+    return CountingAdapter
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CountingAdapter":
+        return _counting_adapter_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def counting_client(
@@ -86,7 +110,7 @@ def counting_client(
         verify=verify,
         cert=cert,
         proxies=proxies,
-        adapter=CountingAdapter,
+        adapter=counting_adapter_class(),
     )
     client.adapter.calls = calls
     return client
@@ -109,7 +133,7 @@ def adopt(client: hvac.Client) -> hvac.Client:
     A new client rather than a swapped adapter: hvac's nested API objects (``secrets.kv.v2``)
     keep the adapter they were built with. A client that already counts is returned as is.
     """
-    if isinstance(client.adapter, CountingAdapter):
+    if isinstance(client.adapter, counting_adapter_class()):
         return client
     return derive_client(
         client, namespace=client.adapter.namespace, new_session=False, calls=CallCounter()

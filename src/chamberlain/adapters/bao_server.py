@@ -24,9 +24,14 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
-import hvac
+from chamberlain.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import hvac
+else:
+    hvac = lazy_module("hvac")
 
 BAO_BIN_ENV = "CHAMBERLAIN_BAO_BIN"
 _HEALTH_PATH = "/v1/sys/health"

@@ -39,7 +39,6 @@ from chamberlain.adapters.kube import (
     KubeSecret,
     api_client_from_env,
 )
-from chamberlain.adapters.sops import SopsError, decrypt_sops_yaml
 from chamberlain.logs import register_secret, register_secret_data
 from chamberlain.model.intent import BootstrapSecret, KubernetesSecretSource, RetireMode
 from chamberlain.steps.base import PermanentError
@@ -159,6 +158,9 @@ def read_sops(
     content: bytes, file: str, identities: Sequence[str], keys: Sequence[str] | None
 ) -> SourceValue:
     """Decrypt and verify one SOPS file; tampering or a missing key is permanent."""
+    # imported here: SOPS pulls in ``cryptography``, which most deliveries never need
+    from chamberlain.adapters.sops import SopsError, decrypt_sops_yaml
+
     where = f"SOPS file {file}"
     try:
         tree = decrypt_sops_yaml(content, identities)

@@ -25,14 +25,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-import requests
-
 from chamberlain.adapters import authority_errors as errors
-from chamberlain.adapters.authority import Authority, CasConflictError
+from chamberlain.adapters.authority_errors import CasConflictError
 from chamberlain.adapters.state import STATE_MOUNT, NotConfiguredError
+from chamberlain.lazy import lazy_module
 from chamberlain.planner.rotation import (
     BUCKET,
     LAST_ROTATED,
@@ -47,6 +46,13 @@ from chamberlain.planner.rotation import (
     parse_iso,
     policy_of,
 )
+
+if TYPE_CHECKING:
+    import requests
+
+    from chamberlain.adapters.authority import Authority
+else:
+    requests = lazy_module("requests")
 
 PREFIX = "rotate-secrets/due"  # inside the state area rotate-secrets owns
 CURSOR = "cursor"

@@ -22,14 +22,20 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import requests
-
 from chamberlain.adapters import authority_errors as errors
-from chamberlain.adapters.authority import Authority, CasConflictError
+from chamberlain.adapters.authority_errors import CasConflictError
+from chamberlain.lazy import lazy_module
 from chamberlain.steps.base import TransientError
+
+if TYPE_CHECKING:
+    import requests
+
+    from chamberlain.adapters.authority import Authority
+else:
+    requests = lazy_module("requests")
 
 STATE_MOUNT = "chamberlain"
 APPLIED_PATH = "issue-secrets/applied"

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import flask
 from cloudevents.core.base import BaseCloudEvent
-from cloudevents.core.bindings.http import to_binary_event
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from chamberlain.ingress.webhooks import (
@@ -28,24 +25,18 @@ from chamberlain.ingress.webhooks import (
     PROVIDERS,
     WebhookError,
     WebhookResult,
-    strip_credentials,
     verify_and_normalize,
 )
 from chamberlain.logs import get_logger, register_secret
 from chamberlain.model.event_types import GIT_PUSH
 from chamberlain.model.events import EventSchemaError, MalformedEventError, make_event
+from chamberlain.runtime.emit import Emit, http_emitter, strip_credentials
 
 SECRET_ENV_PREFIX = "CHAMBERLAIN_WEBHOOK_SECRET_"  # noqa: S105 - a variable name prefix
 SINK_ENV = "K_SINK"
 CE_OVERRIDES_ENV = "K_CE_OVERRIDES"
 
-Emit = Callable[[BaseCloudEvent], None]
-
 log = get_logger("chamberlain.ingress")
-
-
-class EmitError(RuntimeError):
-    """The sink did not accept the event; the provider should redeliver."""
 
 
 def create_webhook_app(
@@ -133,28 +124,6 @@ def from_env(emit: Emit | None = None, environ: Mapping[str, str] | None = None)
             raise RuntimeError(f"{SINK_ENV} is not set: bind git-ingress to the broker")
         emit = http_emitter(sink)
     return create_webhook_app(secrets, emit, extensions=_ce_overrides(env.get(CE_OVERRIDES_ENV)))
-
-
-def http_emitter(url: str, *, timeout: float = 10.0) -> Emit:
-    """An ``emit`` that POSTs each event to ``url`` in binary content mode."""
-
-    def emit(event: BaseCloudEvent) -> None:
-        message = to_binary_event(event)
-        request = urllib.request.Request(  # noqa: S310 - the sink URL comes from K_SINK
-            url, data=message.body, headers=message.headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                status = response.status
-        except urllib.error.HTTPError as exc:
-            raise EmitError(f"sink {strip_credentials(url)} answered {exc.code}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise EmitError(f"sink {strip_credentials(url)} unreachable: {reason}") from None
-        if not 200 <= status < 300:
-            raise EmitError(f"sink {strip_credentials(url)} answered {status}")
-
-    return emit
 
 
 def _push_event(result: WebhookResult, extensions: Mapping[str, Any]) -> BaseCloudEvent:

@@ -23,9 +23,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs
 
 from chamberlain.adapters.gitrepo import normalized_push
+from chamberlain.runtime.emit import strip_credentials
 
 MAX_BODY = 10 * 1024 * 1024
 """Largest body accepted (10 MiB, GitHub's own cap on webhook payloads is 25 MB)."""
@@ -228,14 +229,6 @@ def verify_and_normalize(
         provider=detected,
         event_id=event_id,
     )
-
-
-def strip_credentials(url: str) -> str:
-    """Drop any ``user:password@`` from a URL before it becomes event data or an event source."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:

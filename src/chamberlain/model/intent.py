@@ -28,6 +28,8 @@ RetireMode: TypeAlias = Literal["delete", "inert"]
 KeyPath: TypeAlias = tuple[str | int, ...]
 
 DEFAULT_BRANCH = "main"
+# The intent repository's folder of SOPS-encrypted bootstrap files.
+BOOTSTRAP_DIR = "bootstrap"
 DEFAULT_KV_MOUNT = "secret"
 DEFAULT_KUBERNETES_AUTH_MOUNT = "kubernetes"
 DEFAULT_RENEWAL_AT = 0.66
@@ -454,3 +456,15 @@ def build_document(data: Mapping[str, Any], origin: Origin) -> Document:
             origin=origin,
         )
     raise ValueError(f"unknown kind {kind!r}")
+
+
+def kv_mount_of(intent: Intent) -> str:
+    """The KV v2 mount the intent's secrets live in (its AuthorityConfig's, else the default)."""
+    return intent.authority.kv_mount if intent.authority is not None else DEFAULT_KV_MOUNT
+
+
+def authority_namespace(base: str | None, environment: Environment) -> str:
+    """The absolute namespace of an environment: below ``base`` when one is configured."""
+    own = environment.namespace.strip("/")
+    prefix = (base or "").strip("/")
+    return f"{prefix}/{own}" if prefix else own

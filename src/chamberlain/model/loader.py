@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from jsonschema import Draft202012Validator, ValidationError
 from referencing import Registry, Resource
 
+from chamberlain.lazy import lazy_module
 from chamberlain.model.intent import (
     API_VERSION,
+    BOOTSTRAP_DIR,
     Document,
     Intent,
     KeyPath,
@@ -32,16 +33,27 @@ from chamberlain.model.intent import (
     build_document,
 )
 
+if TYPE_CHECKING:
+    import yaml
+else:
+    yaml = lazy_module("yaml")
+
 KINDS = ("Environment", "AuthorityConfig", "SecretIntent", "BootstrapSecret", "DynamicCredential")
 YAML_SUFFIXES = (".yaml", ".yml")
-BOOTSTRAP_DIR = "bootstrap"
 SOPS_CONFIG = ".sops.yaml"
 # Keys that hold a literal value wherever they appear in an intent document.
 PLAINTEXT_KEYS = frozenset({"value", "values", "data", "stringData"})
 MAX_KEYS_PER_DOCUMENT = 20_000
+
+
 # libyaml composes ~5x faster than the pure-Python parser (same nodes, same marks); intent
-# repositories of 1,000 files are parsed on every cold start.
-_COMPOSER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# repositories of 1,000 files are parsed on every cold start. Looked up on the first parse:
+# yaml is imported lazily, as many deliveries parse nothing.
+@cache
+def _composer() -> Any:
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 # Mappings whose keys are names chosen by the user, not schema keywords.
 _NAME_MAPS = frozenset({"generate", "labels"})
 
@@ -150,7 +162,7 @@ def parse_yaml(text: str, file: str) -> list[YamlDocument]:
     """Every non-empty document of ``text``; raises _YamlFileError on the first defect."""
     documents: list[YamlDocument] = []
     try:
-        for index, node in enumerate(yaml.compose_all(text, Loader=_COMPOSER)):
+        for index, node in enumerate(yaml.compose_all(text, Loader=_composer())):
             if node is None:
                 continue
             constructor = yaml.SafeLoader("")

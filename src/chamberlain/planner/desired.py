@@ -20,7 +20,6 @@ from datetime import timedelta
 from typing import Any
 
 from chamberlain.model.intent import (
-    DEFAULT_KV_MOUNT,
     BootstrapSecret,
     Consumer,
     Generator,
@@ -28,6 +27,7 @@ from chamberlain.model.intent import (
     RotationPolicy,
     SecretDocument,
     SecretIntent,
+    kv_mount_of,
 )
 from chamberlain.planner.actions import (
     ISSUE_OWNED_KEYS,
@@ -280,10 +280,6 @@ def consumer_names(consumers: Iterable[Consumer]) -> frozenset[str]:
         names.add(policy_name(consumer.namespace, consumer.service_account))
         names.add(role_name(consumer.namespace, consumer.service_account))
     return frozenset(names)
-
-
-def kv_mount_of(intent: Intent) -> str:
-    return intent.authority.kv_mount if intent.authority is not None else DEFAULT_KV_MOUNT
 
 
 def desired_state(intent: Intent, environment: str, commit: str) -> DesiredState:

@@ -18,8 +18,9 @@ import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from chamberlain.adapters.authority import Authority, CasConflictError
+from chamberlain.adapters.authority_errors import CasConflictError
 from chamberlain.adapters.due_index import index_planned
 from chamberlain.logs import redact
 from chamberlain.model.intent import DEFAULT_KUBERNETES_AUTH_MOUNT
@@ -44,6 +45,9 @@ from chamberlain.steps.base import (
     TransientError,
 )
 from chamberlain.steps.values import generate_all
+
+if TYPE_CHECKING:
+    from chamberlain.adapters.authority import Authority
 
 ROLE_TOKEN_TTL = "1h"  # noqa: S105 - a duration, not a secret
 MAX_REPORTED_FAILURES = 3

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chamberlain.adapters.authority import (
+from chamberlain.adapters.authority_admin import AdminAuthority
+from chamberlain.adapters.authority_errors import (
     AlreadyExistsError,
     ForbiddenError,
     InvalidRequestError,
 )
-from chamberlain.adapters.authority_admin import AdminAuthority
 from chamberlain.identity import read_token, write_token
 from chamberlain.logs import get_logger, log
 from chamberlain.planner.authority_config import (

@@ -30,16 +30,11 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cloudevents.core.base import BaseCloudEvent
 
-from chamberlain.adapters.authority import (
-    Authority,
-    CasConflictError,
-    ForbiddenError,
-    SecretMetadata,
-)
+from chamberlain.adapters.authority_errors import CasConflictError, ForbiddenError
 from chamberlain.adapters.bootstrap_sources import (
     BootstrapSources,
     SourceValue,
@@ -54,15 +49,18 @@ from chamberlain.logs import get_logger, log
 from chamberlain.model import event_types as T
 from chamberlain.model.events import make_event
 from chamberlain.model.intent import (
+    BOOTSTRAP_DIR,
     DEFAULT_BRANCH,
     DEFAULT_KV_MOUNT,
     BootstrapSecret,
     Environment,
     Intent,
 )
-from chamberlain.model.loader import BOOTSTRAP_DIR
 from chamberlain.steps.base import PermanentError, Step, TransientError
 from chamberlain.steps.intent_loading import IntentLoader, LoadedIntent
+
+if TYPE_CHECKING:
+    from chamberlain.adapters.authority import Authority, SecretMetadata
 
 FUNCTION = "hand-over-bootstrap"
 SOURCE = f"/chamberlain/{FUNCTION}"
@@ -542,7 +540,7 @@ class HandOverBootstrap:
 def build(environ: Mapping[str, str] | None = None) -> Step:
     """The step configured from the environment (see :mod:`chamberlain.settings` and
     :mod:`chamberlain.adapters.bootstrap_sources`); ``K_SINK`` receives extra events."""
-    from chamberlain.ingress.webhook_app import http_emitter
+    from chamberlain.runtime.emit import http_emitter
     from chamberlain.settings import Settings
 
     env = os.environ if environ is None else environ

@@ -42,13 +42,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import hvac
-import requests
 from cloudevents.core.base import BaseCloudEvent
 
-from chamberlain.adapters import bao_server
 from chamberlain.adapters.agecrypt import (
     AgeDecryptError,
     AgeError,
@@ -81,6 +78,7 @@ from chamberlain.identity import (
     authority_for,
     identity_dir,
 )
+from chamberlain.lazy import lazy_module
 from chamberlain.logs import get_logger, log, redact, register_secret
 from chamberlain.model import event_types as T
 from chamberlain.model.events import make_event
@@ -110,6 +108,13 @@ from chamberlain.steps.authority_converge import (
 )
 from chamberlain.steps.base import PermanentError, Step, TransientError
 from chamberlain.steps.cluster_events import ClusterEvent, ClusterEventError, normalise
+
+if TYPE_CHECKING:
+    import hvac
+    import requests
+else:
+    hvac = lazy_module("hvac")
+    requests = lazy_module("requests")
 
 FUNCTION = INITIALIZE_AUTHORITY
 SOURCE = f"/chamberlain/{FUNCTION}"
@@ -399,6 +404,8 @@ class InitializeAuthority:
             self.shares.check()
         except ShareStoreError as exc:
             raise TransientError(f"unseal share store unusable: {exc}") from None
+        from chamberlain.adapters import bao_server  # the server's own init API, used once
+
         try:
             keys, root_token = bao_server.initialize(self.addr, config.shares, config.threshold)
         except (hvac.exceptions.VaultError, requests.RequestException) as exc:
@@ -444,6 +451,8 @@ class InitializeAuthority:
                 time.sleep(0.2 * attempt)
 
     def _submit(self, keys: list[str]) -> None:
+        from chamberlain.adapters import bao_server
+
         try:
             bao_server.unseal(self.addr, keys)
         except (hvac.exceptions.VaultError, requests.RequestException, RuntimeError) as exc:
@@ -562,7 +571,7 @@ def _emitter(env: Mapping[str, str]) -> Emit | None:
     sink = env.get("K_SINK")
     if not sink:
         return None
-    from chamberlain.ingress.webhook_app import http_emitter
+    from chamberlain.runtime.emit import http_emitter
 
     return http_emitter(sink)
 

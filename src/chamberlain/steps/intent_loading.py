@@ -14,13 +14,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from chamberlain.adapters.intent_source import IntentSource, cache_key
-from chamberlain.model.intent import Intent
-from chamberlain.model.loader import LoadedFile, LoadResult, Problem, combine, is_intent_file
-from chamberlain.model.loader import load_file as parse_file
-from chamberlain.model.validate import check
+
+if TYPE_CHECKING:
+    from chamberlain.model.intent import Intent
+    from chamberlain.model.loader import LoadedFile, LoadResult, Problem
 
 FILE_CACHE_SIZE = 20_000
 COMMIT_CACHE_SIZE = 16
@@ -109,6 +109,12 @@ class IntentLoader:
         if known is not None:
             return known
         tree = self.source.tree_at(url, sha)
+        # imported once there is a commit to parse: a delivery that fails or is answered
+        # before (unreadable repository, ignored ref) does not pay for YAML and the schema
+        from chamberlain.model.loader import combine, is_intent_file
+        from chamberlain.model.loader import load_file as parse_file
+        from chamberlain.model.validate import check
+
         intent_files = {path: blob for path, blob in tree.items() if is_intent_file(path)}
         loaded: list[LoadedFile] = []
         missing: dict[str, str] = {}

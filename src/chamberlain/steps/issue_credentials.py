@@ -31,29 +31,27 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import hvac
-import requests
 from cloudevents.core.base import BaseCloudEvent
 
 from chamberlain.adapters import authority_errors as errors
-from chamberlain.adapters.authority import (
-    AlreadyExistsError,
-    Authority,
-    AuthorityError,
-    SecretMetadata,
-)
 from chamberlain.adapters.authority_base import data_of
-from chamberlain.adapters.authority_types import string_map
+from chamberlain.adapters.authority_errors import AlreadyExistsError, AuthorityError
 from chamberlain.adapters.intent_source import IntentSourceError
 from chamberlain.identity import FunctionIdentity, resolve
+from chamberlain.lazy import lazy_module
 from chamberlain.logs import get_logger, log, register_secret
 from chamberlain.model import event_types as T
 from chamberlain.model.events import make_event
-from chamberlain.model.intent import Consumer, DynamicCredential, Intent
-from chamberlain.planner.desired import kv_mount_of
+from chamberlain.model.intent import (
+    Consumer,
+    DynamicCredential,
+    Intent,
+    authority_namespace,
+    kv_mount_of,
+)
 from chamberlain.planner.leases import (
     DATABASE_MOUNT,
     LEASE_KEYS,
@@ -69,6 +67,15 @@ from chamberlain.planner.leases import (
 )
 from chamberlain.steps.base import PermanentError, Step, TransientError
 from chamberlain.steps.intent_loading import IntentLoader
+
+if TYPE_CHECKING:
+    import hvac
+    import requests
+
+    from chamberlain.adapters.authority import Authority, SecretMetadata
+else:
+    hvac = lazy_module("hvac")
+    requests = lazy_module("requests")
 
 FUNCTION = "issue-credentials"
 SOURCE = f"/chamberlain/{FUNCTION}"
@@ -283,6 +290,8 @@ def read_admin_login(authority: Authority, path: str, kv_mount: str) -> dict[str
     naming the datasource (``platform-data/postgres/...``), and the runtime would refuse this
     step's replies as leaking a secret. Only the password is registered.
     """
+    from chamberlain.adapters.authority_types import string_map  # with the first authority call
+
     url = f"/v1/{quote(kv_mount)}/data/{quote(path)}"
     target = f"{kv_mount}/{path}"
     response = raw_request(authority, "get", url, operation="read_admin_login", target=target)
@@ -426,11 +435,11 @@ class IssueCredentials:
     def _environment(
         self, url: str, environment: str, commit: str, admin_path: str | None
     ) -> _EnvironmentResult:
-        from chamberlain.steps.hand_over_bootstrap import resolve_environment
-        from chamberlain.steps.reconcile import authority_namespace
-
         result = _EnvironmentResult(environment, commit)
         intent = self._intent(url, commit)
+        # imported once there is an intent to act on (they cost ~0.1 s to import)
+        from chamberlain.steps.hand_over_bootstrap import resolve_environment
+
         resolved = resolve_environment(intent, environment)
         if resolved is None:
             log(_log, "INFO", f"environment {environment} not in the intent at {commit[:12]}")

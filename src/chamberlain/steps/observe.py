@@ -12,11 +12,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chamberlain.adapters.authority import Authority, SecretMetadata
 from chamberlain.planner.actions import DesiredRole, ObservedSecret, ObservedState, Scope
 from chamberlain.planner.desired import ROLE_PREFIX, owns_policy, owns_role
+
+if TYPE_CHECKING:
+    from chamberlain.adapters.authority import Authority, SecretMetadata
 
 
 def observed_secret(path: str, found: SecretMetadata | None) -> ObservedSecret | None:

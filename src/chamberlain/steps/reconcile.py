@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from chamberlain.adapters.authority import Authority
 from chamberlain.adapters.intent_source import IntentSource, IntentSourceError
 from chamberlain.adapters.state import AppliedRecord, EnvironmentState
 from chamberlain.identity import FunctionIdentity, resolve
@@ -31,8 +30,8 @@ from chamberlain.model.intent import (
     Environment,
     Intent,
     SecretDocument,
+    authority_namespace,
 )
-from chamberlain.model.loader import Problem
 from chamberlain.planner.actions import DesiredState, ObservedState, Plan, Scope
 from chamberlain.planner.desired import (
     ConsumerNameCollisionError,
@@ -47,6 +46,10 @@ from chamberlain.steps.apply_plan import Applier, ApplyReport
 from chamberlain.steps.base import PermanentError, TransientError
 from chamberlain.steps.intent_loading import IntentLoader, LoadedIntent, LruCache
 from chamberlain.steps.observe import Observer
+
+if TYPE_CHECKING:
+    from chamberlain.adapters.authority import Authority
+    from chamberlain.model.loader import Problem
 
 Status = Literal["applied", "already-applied", "superseded"]
 Mode = Literal["full", "incremental"]
@@ -96,13 +99,6 @@ class _Decision:
     mode: Mode = "full"
 
 
-def authority_namespace(base: str | None, environment: Environment) -> str:
-    """The absolute namespace of an environment: below ``base`` when one is configured."""
-    own = environment.namespace.strip("/")
-    prefix = (base or "").strip("/")
-    return f"{prefix}/{own}" if prefix else own
-
-
 def auth_mount_of(intent: Intent) -> str:
     auth = intent.authority
     return auth.kubernetes_auth_mount if auth is not None else DEFAULT_KUBERNETES_AUTH_MOUNT
@@ -150,6 +146,8 @@ class Reconciler:
         for environment in environments:
             collision = consumer_name_collision(loaded.intent, environment.name)
             if collision is not None:
+                from chamberlain.model.loader import Problem
+
                 problem = Problem("", 1, 1, "consumer-name-collision", collision)
                 raise IntentRejectedError(commit, (problem,))
         return loaded

@@ -24,10 +24,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from cloudevents.core.base import BaseCloudEvent
 
-from chamberlain.adapters.authority import Authority, LeaseNotFoundError, SecretMetadata
+from chamberlain.adapters.authority_errors import LeaseNotFoundError
 from chamberlain.identity import FunctionIdentity, resolve
 from chamberlain.logs import get_logger, log
 from chamberlain.model import event_types as T
@@ -60,6 +61,9 @@ from chamberlain.steps.issue_credentials import (
     utc_now,
 )
 from chamberlain.steps.watch_leases import EnvironmentDirectory
+
+if TYPE_CHECKING:
+    from chamberlain.adapters.authority import Authority, SecretMetadata
 
 FUNCTION = "renew-lease"
 SOURCE = f"/chamberlain/{FUNCTION}"

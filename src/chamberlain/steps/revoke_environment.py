@@ -39,23 +39,21 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import hvac
 from cloudevents.core.base import BaseCloudEvent
 
-from chamberlain.adapters.authority import (
-    Authority,
+from chamberlain.adapters.authority_base import data_of
+from chamberlain.adapters.authority_errors import (
     AuthorityError,
     AuthorityUnavailableError,
     ForbiddenError,
     InvalidRequestError,
 )
-from chamberlain.adapters.authority_base import data_of
-from chamberlain.adapters.authority_types import string_map
 from chamberlain.adapters.intent_source import IntentSource, IntentSourceError
 from chamberlain.identity import FunctionIdentity
+from chamberlain.lazy import lazy_module
 from chamberlain.logs import get_logger, log
 from chamberlain.model import event_types as T
 from chamberlain.model.events import make_event
@@ -74,6 +72,13 @@ from chamberlain.planner.teardown import (
 )
 from chamberlain.steps.base import PermanentError, Step, TransientError
 from chamberlain.steps.cluster_events import CLUSTER_API_GROUP, ENVIRONMENT_LABEL
+
+if TYPE_CHECKING:
+    import hvac
+
+    from chamberlain.adapters.authority import Authority
+else:
+    hvac = lazy_module("hvac")
 
 FUNCTION = "revoke-environment"
 SOURCE = f"/chamberlain/{FUNCTION}"
@@ -177,6 +182,8 @@ def observe_namespace(authority: Authority, path: str) -> NamespaceFacts:
         # namespace, and drop one once it is gone, so a late duplicate lands here
         log(_log, "WARNING", f"namespace {path} is not reachable by {FUNCTION}: taken as absent")
         return NamespaceFacts(exists=False)
+    from chamberlain.adapters.authority_types import string_map
+
     data = data_of(response)
     return NamespaceFacts(
         exists=True,

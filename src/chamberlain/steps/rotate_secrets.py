@@ -36,17 +36,15 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.v1.event import CloudEvent
 
-from chamberlain.adapters.authority import (
-    Authority,
+from chamberlain.adapters.authority_errors import (
     AuthorityUnavailableError,
     CasConflictError,
     ForbiddenError,
-    SecretMetadata,
 )
 from chamberlain.adapters.due_index import DueIndex, Entry, destroy_key, rotate_key
 from chamberlain.adapters.intent_source import IntentSource, IntentSourceError
@@ -63,8 +61,9 @@ from chamberlain.model.intent import (
     RotationPolicy,
     SecretDocument,
     SecretIntent,
+    authority_namespace,
+    kv_mount_of,
 )
-from chamberlain.planner.desired import kv_mount_of
 from chamberlain.planner.rotation import (
     DESTROY_PENDING,
     PREVIOUS_VERSION,
@@ -89,8 +88,10 @@ from chamberlain.planner.rotation import (
 from chamberlain.steps.base import PermanentError, Step, StepError, TransientError
 from chamberlain.steps.intent_loading import IntentLoader
 from chamberlain.steps.propagate import PropagationReport, kube_from_env, propagate
-from chamberlain.steps.reconcile import authority_namespace
 from chamberlain.steps.values import generate_all
+
+if TYPE_CHECKING:
+    from chamberlain.adapters.authority import Authority, SecretMetadata
 
 FUNCTION = "rotate-secrets"
 SOURCE = f"/chamberlain/{FUNCTION}"
@@ -973,7 +974,7 @@ def build(environ: Mapping[str, str] | None = None) -> Step:
     identity = FunctionIdentity(FUNCTION, settings, env)
     emit: Emit | None = None
     if env.get("K_SINK"):
-        from chamberlain.ingress.webhook_app import http_emitter
+        from chamberlain.runtime.emit import http_emitter
 
         emit = http_emitter(env["K_SINK"])
     kube: Any = None

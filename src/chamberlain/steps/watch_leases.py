@@ -31,20 +31,18 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudevents.core.base import BaseCloudEvent
 
 from chamberlain.adapters import authority_errors as errors
-from chamberlain.adapters.authority import Authority, LeaseInfo
 from chamberlain.adapters.authority_base import data_of
 from chamberlain.adapters.intent_source import IntentSourceError
 from chamberlain.identity import FunctionIdentity, resolve
 from chamberlain.logs import get_logger, log
 from chamberlain.model import event_types as T
 from chamberlain.model.events import make_event
-from chamberlain.model.intent import DEFAULT_BRANCH, Intent
-from chamberlain.planner.desired import kv_mount_of
+from chamberlain.model.intent import DEFAULT_BRANCH, Intent, kv_mount_of
 from chamberlain.planner.leases import (
     DATABASE_MOUNT,
     K_OLD_LEASE,
@@ -66,6 +64,9 @@ from chamberlain.steps.issue_credentials import (
     revoke_quietly,
     utc_now,
 )
+
+if TYPE_CHECKING:
+    from chamberlain.adapters.authority import Authority, LeaseInfo
 
 FUNCTION = "watch-leases"
 SOURCE = f"/chamberlain/{FUNCTION}"
@@ -350,7 +351,7 @@ def _expiring(
 def build(environ: Mapping[str, str] | None = None) -> Step:
     """The step configured from the environment; ``K_SINK`` receives the expiring events."""
     from chamberlain.adapters.intent_source import IntentSource
-    from chamberlain.ingress.webhook_app import http_emitter
+    from chamberlain.runtime.emit import http_emitter
     from chamberlain.settings import Settings
 
     env = os.environ if environ is None else environ
