@@ -152,11 +152,6 @@ class DesiredConfiguration:
     notes: tuple[str, ...] = ()
 
 
-def ephemeral_template(intent: Intent, instance: str) -> Environment | None:
-    """The ephemeral Environment ``instance`` instantiates (longest ``<template>-`` prefix)."""
-    return intent.ephemeral_template(instance)
-
-
 def _instance(intent: Intent, name: str) -> Environment | None:
     if intent.environment(name) is not None:
         return None

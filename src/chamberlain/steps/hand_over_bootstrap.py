@@ -44,7 +44,7 @@ from chamberlain.adapters.bootstrap_sources import (
 )
 from chamberlain.adapters.gitrepo import ZERO_SHA
 from chamberlain.adapters.intent_source import IntentSource, IntentSourceError
-from chamberlain.identity import FunctionIdentity
+from chamberlain.identity import FunctionIdentity, resolve
 from chamberlain.logs import get_logger, log
 from chamberlain.model import event_types as T
 from chamberlain.model.events import make_event
@@ -122,11 +122,6 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def resolve_environment(intent: Intent, name: str) -> tuple[Environment, str] | None:
-    """See :meth:`chamberlain.model.intent.Intent.resolve_environment`."""
-    return intent.resolve_environment(name)
-
-
 def touches_bootstrap(intent: Intent, paths: set[str]) -> bool:
     """Whether a change to ``paths`` concerns bootstrap intent or bootstrap files."""
     files = {b.origin.file for b in intent.bootstrap_secrets}
@@ -179,7 +174,7 @@ class HandOverBootstrap:
         if not targets:
             return None
         identity = self.authority
-        authority = identity.authority() if isinstance(identity, FunctionIdentity) else identity
+        authority = resolve(identity)
         try:
             return self._hand_over_all(authority, targets, event.get_id())
         except ForbiddenError:
@@ -217,7 +212,7 @@ class HandOverBootstrap:
         loaded = self._load(url, head)
         wanted = data.get("environment")
         if isinstance(wanted, str) and wanted:
-            resolved = resolve_environment(loaded.intent, wanted)
+            resolved = loaded.intent.resolve_environment(wanted)
             if resolved is None:
                 _ignored(f"environment {wanted!r} is not declared in intent", environment=wanted)
                 return []

@@ -438,9 +438,8 @@ class IssueCredentials:
         result = _EnvironmentResult(environment, commit)
         intent = self._intent(url, commit)
         # imported once there is an intent to act on (they cost ~0.1 s to import)
-        from chamberlain.steps.hand_over_bootstrap import resolve_environment
 
-        resolved = resolve_environment(intent, environment)
+        resolved = intent.resolve_environment(environment)
         if resolved is None:
             log(_log, "INFO", f"environment {environment} not in the intent at {commit[:12]}")
             return result

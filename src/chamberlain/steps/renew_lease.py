@@ -294,9 +294,8 @@ class RenewLease:
 def _credential(intent: Intent | None, environment: str, path: str) -> DynamicCredential | None:
     if intent is None:
         return None
-    from chamberlain.steps.hand_over_bootstrap import resolve_environment
 
-    resolved = resolve_environment(intent, environment)
+    resolved = intent.resolve_environment(environment)
     template = resolved[1] if resolved is not None else environment
     return next(
         (d for d in intent.dynamic_credentials if d.path == path and d.applies_to(template)),

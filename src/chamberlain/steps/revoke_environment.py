@@ -52,7 +52,7 @@ from chamberlain.adapters.authority_errors import (
     InvalidRequestError,
 )
 from chamberlain.adapters.intent_source import IntentSource, IntentSourceError
-from chamberlain.identity import FunctionIdentity
+from chamberlain.identity import FunctionIdentity, resolve
 from chamberlain.lazy import lazy_module
 from chamberlain.logs import get_logger, log
 from chamberlain.model import event_types as T
@@ -277,8 +277,7 @@ class RevokeEnvironment:
 
     @property
     def authority(self) -> Authority:
-        identity = self._identity
-        return identity.authority() if isinstance(identity, FunctionIdentity) else identity
+        return resolve(self._identity)
 
     def __call__(self, event: BaseCloudEvent) -> BaseCloudEvent | None:
         environment = teardown_environment(event.get_type(), event.get_data())

@@ -49,7 +49,7 @@ from chamberlain.adapters.authority_errors import (
 from chamberlain.adapters.due_index import DueIndex, Entry, destroy_key, rotate_key
 from chamberlain.adapters.intent_source import IntentSource, IntentSourceError
 from chamberlain.adapters.state import EnvironmentState, NotConfiguredError
-from chamberlain.identity import FunctionIdentity
+from chamberlain.identity import FunctionIdentity, resolve
 from chamberlain.logs import get_logger, log, redact
 from chamberlain.model import event_types as T
 from chamberlain.model.events import make_event
@@ -324,8 +324,7 @@ class RotateSecrets:
     def authority(self) -> Authority:
         """The function's own identity, resolved on first use (the step may be built before
         the authority is initialized and its token exists)."""
-        identity = self._identity
-        return identity.authority() if isinstance(identity, FunctionIdentity) else identity
+        return resolve(self._identity)
 
     def __call__(self, event: BaseCloudEvent) -> BaseCloudEvent | None:
         try:

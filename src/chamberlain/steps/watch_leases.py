@@ -125,9 +125,7 @@ class EnvironmentDirectory:
     def namespace_of(self, environment: str, intent: Intent | None) -> str:
         """The absolute namespace of ``environment``."""
         if intent is not None:
-            from chamberlain.steps.hand_over_bootstrap import resolve_environment
-
-            resolved = resolve_environment(intent, environment)
+            resolved = intent.resolve_environment(environment)
             if resolved is not None:
                 return self.absolute(resolved[0].namespace.strip("/"))
         return self.absolute(environment)
